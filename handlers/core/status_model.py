@@ -1,0 +1,45 @@
+"""The file status model (DESIGN §3, a contract): values, their rank, and which are terminal.
+
+Pure Python so that `stacks.spec` can build the state machine's rank conditions from it.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Final
+
+
+class FileStatus(StrEnum):
+    RECEIVED = "RECEIVED"
+    VALIDATING = "VALIDATING"
+    VALIDATED = "VALIDATED"
+    PROCESSING = "PROCESSING"
+    PROCESSED = "PROCESSED"
+    AGGREGATING = "AGGREGATING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+# A write never lowers the rank; FAILED outranks everything so it can be written from any
+# non-terminal state.
+STATUS_RANK: Final[dict[FileStatus, int]] = {
+    FileStatus.RECEIVED: 1,
+    FileStatus.VALIDATING: 2,
+    FileStatus.VALIDATED: 3,
+    FileStatus.PROCESSING: 4,
+    FileStatus.PROCESSED: 5,
+    FileStatus.AGGREGATING: 6,
+    FileStatus.COMPLETED: 7,
+    FileStatus.FAILED: 99,
+}
+
+TERMINAL_STATUSES: Final = frozenset({FileStatus.COMPLETED, FileStatus.FAILED})
+
+# Item attribute names (DESIGN §3); `statusRank` is ours, it makes the rank condition a
+# single numeric comparison.
+STATUS_RANK_ATTRIBUTE: Final = "statusRank"
+TTL_ATTRIBUTE: Final = "expirationTime"
+OBJECT_KEY_INDEX: Final = "objectKey-index"
+
+# Pipeline stages, as recorded in `stage` and in `error.stage`.
+STAGES: Final = ("ingest", "validator", "processor", "aggregator")

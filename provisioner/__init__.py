@@ -1,0 +1,1 @@
+"""The provisioner: a FastAPI service that creates and destroys market-data pipelines."""

@@ -1,0 +1,112 @@
+"""The engine interface: what the operation runner asks of an engine, and what it gets back.
+
+An engine runs inside a worker process (never on the request path or the event loop): the
+runner builds it there with `Engine.build(settings)`, calls `run` once, and forwards every event
+the engine emits to the registry and the SSE stream. Engines report failures by raising
+`provisioner.errors.EngineError` subclasses whose `detail` is safe to show to users.
+
+Some engines also keep state in the service's own process (the local engine hosts its emulator
+and its handlers there): that half is an `EngineHost`, used only by the main process.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Protocol
+
+from stacks.config import PipelineConfig
+
+if TYPE_CHECKING:
+    from provisioner.settings import Settings
+
+
+class OperationKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    DESTROY = "destroy"
+    REFRESH = "refresh"
+    PREVIEW = "preview"
+
+
+class EventType(StrEnum):
+    STARTED = "operation.started"
+    RESOURCE_STARTED = "resource.started"
+    RESOURCE_FINISHED = "resource.finished"
+    RESOURCE_FAILED = "resource.failed"
+    DIAGNOSTIC = "diagnostic"
+    SUMMARY = "summary"
+    FINISHED = "operation.finished"
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    """One progress event. `message` is one human line; nothing here may carry a secret."""
+
+    type: EventType
+    message: str
+    resource: str | None = None  # logical name or URN
+    resource_type: str | None = None  # e.g. aws:s3/bucketV2:BucketV2
+    step: str | None = None  # create / update / delete / same / refresh / replace …
+    severity: str | None = None  # for diagnostics: debug / info / warning / error
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OperationRequest:
+    operation_id: str
+    kind: OperationKind
+    config: PipelineConfig
+    # The environment's previous operation was interrupted (crash, kill, timeout): the engine
+    # must first recover the stack (pulumi: refresh with clear_pending_creates).
+    recover: bool = False
+
+
+@dataclass(frozen=True)
+class OperationResult:
+    # Stack outputs (DESIGN §2), all strings. Empty after destroy and preview.
+    outputs: dict[str, str] = field(default_factory=dict)
+    # Change counts by step (create / update / delete / same …), e.g. a preview's plan or the
+    # drift a refresh found.
+    changes: dict[str, int] = field(default_factory=dict)
+
+
+class OperationContext(Protocol):
+    """What the runner gives an engine for one operation (in the worker process)."""
+
+    @property
+    def cancel_requested(self) -> threading.Event:
+        """Set when the user cancels or the operation times out: stop gracefully, then raise
+        `OperationCancelledError`."""
+        ...
+
+    def emit(self, event: EngineEvent) -> None:
+        """Record an event (persisted in order, streamed over SSE)."""
+        ...
+
+    def expect_resources(self, count: int) -> None:
+        """Set the progress denominator: resource events expected in this operation."""
+        ...
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    available: bool
+    detail: str  # e.g. "pulumi v3.190.0" or "Pulumi CLI not found on PATH"
+
+
+class Engine(Protocol):
+    """Worker-side engine. Built afresh in each worker process."""
+
+    name: str
+
+    @classmethod
+    def build(cls, settings: Settings) -> Engine: ...
+
+    def run(self, request: OperationRequest, context: OperationContext) -> OperationResult:
+        """Carry out one operation; raise an `EngineError` subclass on failure."""
+        ...
+
+    def health(self) -> EngineHealth: ...

@@ -1,0 +1,187 @@
+"""IAM and resource policies of one pipeline, as JSON documents built from resource ARNs.
+
+Least privilege: every Allow names its actions (no "*" action) and its resources. The only
+`"Resource": "*"` statements are those AWS requires (Step Functions log delivery).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+PolicyDocument = dict[str, Any]
+Function = Literal["ingest", "validator", "processor", "aggregator", "status"]
+Stage = Literal["validator", "processor", "aggregator"]
+
+_VERSION: Final = "2012-10-17"
+
+
+@dataclass(frozen=True)
+class PipelineArns:
+    """The ARNs the policies refer to. Functions' log group ARNs end without `:*`."""
+
+    bucket: str
+    ingest_queue: str
+    ingest_dlq: str
+    stage_dlqs: dict[Stage, str]
+    status_table: str
+    state_machine: str
+    functions: dict[Function, str]
+    function_log_groups: dict[Function, str]
+    ingest_rule: str
+
+
+def _document(*statements: dict[str, Any]) -> PolicyDocument:
+    return {"Version": _VERSION, "Statement": list(statements)}
+
+
+def _allow(sid: str, actions: list[str], resources: list[str]) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def lambda_assume_role_policy() -> PolicyDocument:
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    )
+
+
+def state_machine_assume_role_policy(
+    account_id: str, state_machine_arn_prefix: str
+) -> PolicyDocument:
+    """Trust Step Functions, only on behalf of this account's state machine (confused deputy)."""
+    return _document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "states.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": state_machine_arn_prefix},
+            },
+        }
+    )
+
+
+def _logs(arns: PipelineArns, function: Function) -> dict[str, Any]:
+    log_group = arns.function_log_groups[function]
+    return _allow("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group}:*"])
+
+
+def function_policy(function: Function, arns: PipelineArns) -> PolicyDocument:
+    """The inline policy of one function's role: only what its handler calls."""
+    bucket = arns.bucket
+    table = arns.status_table
+    statements: dict[Function, list[dict[str, Any]]] = {
+        "ingest": [
+            _allow(
+                "ConsumeIngestQueue",
+                [
+                    "sqs:ReceiveMessage",
+                    "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes",
+                    "sqs:ChangeMessageVisibility",
+                ],
+                [arns.ingest_queue],
+            ),
+            _allow("RecordReceived", ["dynamodb:PutItem"], [table]),
+            _allow("StartPipeline", ["states:StartExecution"], [arns.state_machine]),
+        ],
+        "validator": [
+            _allow(
+                "ReadUploads",
+                ["s3:GetObject", "s3:GetObjectVersion"],
+                [f"{bucket}/incoming/*"],
+            ),
+        ],
+        "processor": [
+            _allow(
+                "ReadUploads",
+                ["s3:GetObject", "s3:GetObjectVersion"],
+                [f"{bucket}/incoming/*"],
+            ),
+            _allow("WriteWork", ["s3:PutObject"], [f"{bucket}/work/*"]),
+        ],
+        "aggregator": [
+            _allow("ReadAndClearWork", ["s3:GetObject", "s3:DeleteObject"], [f"{bucket}/work/*"]),
+            _allow("PublishResults", ["s3:PutObject"], [f"{bucket}/results/*"]),
+            _allow("MergeSummary", ["dynamodb:UpdateItem"], [table]),
+        ],
+        "status": [
+            _allow(
+                "ReadStatus",
+                ["dynamodb:GetItem", "dynamodb:Query"],
+                [table, f"{table}/index/*"],
+            ),
+        ],
+    }
+    return _document(*statements[function], _logs(arns, function))
+
+
+def state_machine_policy(arns: PipelineArns) -> PolicyDocument:
+    stage_functions = [arns.functions[stage] for stage in ("validator", "processor", "aggregator")]
+    return _document(
+        _allow(
+            "InvokeStages",
+            ["lambda:InvokeFunction"],
+            # Qualified ARNs (versions, aliases) too.
+            stage_functions + [f"{arn}:*" for arn in stage_functions],
+        ),
+        _allow("WriteStatus", ["dynamodb:UpdateItem"], [arns.status_table]),
+        _allow("DeadLetter", ["sqs:SendMessage"], list(arns.stage_dlqs.values())),
+        # Vended log delivery: these actions do not support resource-level permissions.
+        _allow(
+            "DeliverLogs",
+            [
+                "logs:CreateLogDelivery",
+                "logs:GetLogDelivery",
+                "logs:UpdateLogDelivery",
+                "logs:DeleteLogDelivery",
+                "logs:ListLogDeliveries",
+                "logs:PutResourcePolicy",
+                "logs:DescribeResourcePolicies",
+                "logs:DescribeLogGroups",
+            ],
+            ["*"],
+        ),
+    )
+
+
+def ingest_queue_policy(arns: PipelineArns) -> PolicyDocument:
+    """Only this environment's EventBridge rule may send to the ingest queue."""
+    return _document(
+        {
+            "Sid": "FromIngestRule",
+            "Effect": "Allow",
+            "Principal": {"Service": "events.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": arns.ingest_queue,
+            "Condition": {"ArnEquals": {"aws:SourceArn": arns.ingest_rule}},
+        }
+    )
+
+
+def bucket_policy(bucket_arn: str) -> PolicyDocument:
+    """Deny every request that does not use TLS (1.2 or later)."""
+    resources = [bucket_arn, f"{bucket_arn}/*"]
+    return _document(
+        {
+            "Sid": "DenyInsecureTransport",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": resources,
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "DenyOutdatedTls",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": resources,
+            "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+        },
+    )

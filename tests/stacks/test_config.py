@@ -1,0 +1,80 @@
+"""PipelineConfig: names, limits and tags are validated with the field named."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from stacks.config import PipelineConfig
+
+
+def _error_fields(exc: ValidationError) -> set[str]:
+    return {".".join(str(part) for part in error["loc"]) for error in exc.errors()}
+
+
+def test_defaults_follow_the_design() -> None:
+    config = PipelineConfig(tenant="acme", environment="dev")
+    assert config.region == "us-east-1"
+    assert config.memory_mb == 512
+    assert config.stage_timeout_s == 300
+    assert config.log_retention_days == 7
+    assert config.glacier_after_days == 90
+    assert config.status_ttl_days == 30
+    assert config.api_rate_limit == 1000
+    assert config.api_burst_limit == 2000
+    assert config.max_bad_row_ratio == 0.01
+    assert config.stack_name == "acme-dev"
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("tenant", "Acme"),
+        ("tenant", "a-b"),  # hyphen would make "a-b"/"c" collide with "a"/"b-c"
+        ("tenant", "1acme"),
+        ("tenant", "a" * 21),
+        ("tenant", ""),
+        ("environment", "dev-"),
+        ("environment", "-dev"),
+        ("environment", "d" * 13),
+        ("environment", "dev_1"),
+        ("region", "mars"),
+        ("memory_mb", 127),
+        ("memory_mb", 10241),
+        ("log_retention_days", 8),
+        ("stage_timeout_s", 901),
+        ("max_bad_row_ratio", 1.0),
+        ("max_bad_row_ratio", -0.1),
+        ("api_burst_limit", 10),  # below the rate limit
+        ("tags", {"Tenant": "other"}),
+        ("tags", {"aws:x": "y"}),
+        ("tags", {"ok": "bad\x00value"}),
+    ],
+)
+def test_invalid_values_name_the_field(field: str, value: object) -> None:
+    base: dict[str, object] = {"tenant": "acme", "environment": "dev", field: value}
+    with pytest.raises(ValidationError) as caught:
+        PipelineConfig.model_validate(base)
+    assert field in _error_fields(caught.value)
+
+
+def test_unknown_fields_are_rejected() -> None:
+    with pytest.raises(ValidationError) as caught:
+        PipelineConfig.model_validate({"tenant": "acme", "environment": "dev", "colour": "red"})
+    assert "colour" in _error_fields(caught.value)
+
+
+def test_longest_names_are_accepted() -> None:
+    config = PipelineConfig(tenant="a" * 20, environment="e" + "-" * 10 + "z")
+    assert config.stack_name == "a" * 20 + "-e----------z"
+
+
+def test_resource_tags_put_ours_first_and_keep_callers() -> None:
+    config = PipelineConfig(tenant="acme", environment="dev", tags={"CostCenter": "42"})
+    assert config.resource_tags() == {
+        "Environment": "dev",
+        "Team": "acme",
+        "Tenant": "acme",
+        "ManagedBy": "market-data-provisioner",
+        "CostCenter": "42",
+    }
