@@ -1,18 +1,103 @@
-"""`create_app()`: the FastAPI application (placeholder until the service lands)."""
+"""`create_app()`: the FastAPI application and its lifespan."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import structlog
 from fastapi import FastAPI
 
+from provisioner import exception_handlers
+from provisioner.audit import AuditMiddleware
+from provisioner.auth import ensure_bootstrap_admin_key
+from provisioner.engines import ENGINE_REFERENCES
+from provisioner.engines.base import EngineHost, WorkerOnlyHost
+from provisioner.logging import configure_logging, redactor
+from provisioner.metrics import Metrics
+from provisioner.notifier import OperationNotifier
+from provisioner.registry.database import Database
+from provisioner.routes import admin, environments, health, operations
+from provisioner.runner import OperationRunner
+from provisioner.services import Services
 from provisioner.settings import Settings
+from provisioner.worker import load_engine
+
+log = structlog.get_logger(__name__)
+
+HostFactory = Callable[[Settings], EngineHost]
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    app = FastAPI(title="Market-data pipeline provisioner")
-    app.state.settings = settings or Settings()
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine_reference: str | None = None,
+    host_factory: HostFactory | None = None,
+) -> FastAPI:
+    """Build the app. `engine_reference`/`host_factory` let tests run their own engine."""
+    settings = settings or Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    redactor.register(settings.secret_values())
+    reference = engine_reference or ENGINE_REFERENCES[settings.engine]
+    database = Database(settings.resolved_database_url)
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(database.create_schema)
+        generated = await asyncio.to_thread(ensure_bootstrap_admin_key, settings, database)
+        if generated is not None:
+            log.warning(
+                "auth.admin_key_generated",
+                path=str(generated),
+                hint="read the admin API key from this file (mode 0600)",
+            )
+        host = (host_factory or _default_host_factory(reference))(settings)
+        await asyncio.to_thread(host.start)
+        notifier = OperationNotifier()
+        notifier.bind(asyncio.get_running_loop())
+        metrics = Metrics(database)
+        runner = OperationRunner(settings, database, reference, host, metrics, notifier)
+        await runner.start()
+        app.state.services = Services(
+            settings=settings,
+            database=database,
+            engine_name=load_engine(reference).name,
+            host=host,
+            runner=runner,
+            metrics=metrics,
+            notifier=notifier,
+        )
+        log.info("service.started", engine=settings.engine, url=settings.public_url)
+        try:
+            yield
+        finally:
+            await runner.stop()
+            await asyncio.to_thread(host.stop)
+            database.dispose()
+            log.info("service.stopped")
 
+    app = FastAPI(
+        title="Market-data pipeline provisioner",
+        version="0.1.0",
+        description=(
+            "Create and destroy market-data pipeline environments (one Pulumi stack per "
+            "tenant and environment). Every route except `/healthz` needs "
+            "`Authorization: Bearer <API key>`."
+        ),
+        lifespan=lifespan,
+    )
+    app.state.database = database
+    app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
+    exception_handlers.install(app)
+    for router in (health.router, environments.router, operations.router, admin.router):
+        app.include_router(router)
     return app
+
+
+def _default_host_factory(reference: str) -> HostFactory:
+    def factory(settings: Settings) -> EngineHost:
+        return WorkerOnlyHost(load_engine(reference), settings)
+
+    return factory

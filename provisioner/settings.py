@@ -74,11 +74,19 @@ class Settings(BaseSettings):
             return self.pulumi_backend_url
         return (self.data_dir / "pulumi-state").resolve().as_uri()
 
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log and event redactor."""
+        secrets = (
+            self.admin_key,
+            self.pulumi_config_passphrase,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.aws_session_token,
+        )
+        return [secret.get_secret_value() for secret in secrets if secret is not None]
+
     @property
     def public_url(self) -> str:
         """Base URL of this service as seen from the same machine."""
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
         return f"http://{host}:{self.port}"
-
-
-Engine = Literal["local", "pulumi"]

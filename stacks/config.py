@@ -29,31 +29,75 @@ MANAGED_BY: Final = "market-data-provisioner"
 # AWS allows 50 tags per resource; four are ours.
 MAX_CALLER_TAGS: Final = 50 - len(RESERVED_TAG_KEYS)
 _TAG_CHARS: Final = re.compile(r"^[\w\s.:/=+\-@]*$", re.UNICODE)
+_LAYER_ARN: Final = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[\w-]+:\d+$")
 
 PositiveInt = Annotated[int, Field(gt=0)]
 
 
-class PipelineConfig(BaseModel):
-    """One environment's configuration. Immutable; unknown fields are rejected."""
+class PipelineSettings(BaseModel):
+    """The tunables of an environment: what `config` holds in the provisioner's API."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    team: str | None = Field(default=None, description="Team tag; defaults to the tenant")
+    memory_mb: int = Field(default=512, ge=128, le=10240, description="Stage functions' memory")
+    stage_timeout_s: int = Field(default=300, ge=1, le=900, description="Stage functions' timeout")
+    log_retention_days: int = Field(default=7, description="CloudWatch Logs retention")
+    glacier_after_days: PositiveInt = Field(default=90, description="Uploads move to GLACIER")
+    status_ttl_days: PositiveInt = Field(default=30, description="Status items expire after")
+    api_rate_limit: float = Field(default=1000, gt=0, le=10000, description="Status API req/s")
+    api_burst_limit: int = Field(default=2000, gt=0, le=5000, description="Status API burst")
+    max_bad_row_ratio: float = Field(
+        default=0.01, ge=0, lt=1, description="Share of bad rows above which a file is rejected"
+    )
+    powertools_layer_arn: str | None = Field(
+        default=None, description="Override the AWS-published Powertools layer for the region"
+    )
+
+    @field_validator("log_retention_days")
+    @classmethod
+    def _retention(cls, value: int) -> int:
+        if value not in LOG_RETENTION_DAYS:
+            allowed = ", ".join(str(days) for days in sorted(LOG_RETENTION_DAYS))
+            raise ValueError(f"must be one of the values CloudWatch Logs accepts: {allowed}")
+        return value
+
+    @field_validator("team")
+    @classmethod
+    def _team(cls, value: str | None) -> str | None:
+        if value is not None and not (0 < len(value) <= 256 and _TAG_CHARS.match(value)):
+            raise ValueError("must be 1-256 characters valid in an AWS tag value")
+        return value
+
+    @field_validator("api_burst_limit")
+    @classmethod
+    def _burst_covers_rate(cls, value: int, info: ValidationInfo) -> int:
+        rate = info.data.get("api_rate_limit")
+        if rate is not None and value < rate:
+            raise ValueError(f"must be at least api_rate_limit ({rate:g})")
+        return value
+
+    @field_validator("powertools_layer_arn")
+    @classmethod
+    def _layer_arn(cls, value: str | None) -> str | None:
+        if value is not None and not _LAYER_ARN.match(value):
+            raise ValueError("must be a Lambda layer version ARN (arn:aws:lambda:…:layer:…:N)")
+        return value
+
+
+class PipelineConfig(PipelineSettings):
+    """One environment's full configuration. Immutable; unknown fields are rejected."""
 
     tenant: str = Field(description="Tenant id: [a-z][a-z0-9]{0,19}")
     environment: str = Field(description="Environment name: [a-z][a-z0-9-]{0,11}, no trailing -")
     region: str = "us-east-1"
-    team: str | None = Field(default=None, description="Team tag; defaults to the tenant")
-    memory_mb: int = Field(default=512, ge=128, le=10240)
-    stage_timeout_s: int = Field(default=300, ge=1, le=900)
-    log_retention_days: int = 7
-    glacier_after_days: PositiveInt = 90
-    status_ttl_days: PositiveInt = 30
-    api_rate_limit: float = Field(default=1000, gt=0, le=10000)
-    api_burst_limit: int = Field(default=2000, gt=0, le=5000)
-    max_bad_row_ratio: float = Field(default=0.01, ge=0, lt=1)
-    powertools_layer_arn: str | None = Field(
-        default=None, description="Override the AWS-published Powertools layer for the region"
-    )
     tags: dict[str, str] = Field(default_factory=dict)
+
+    def settings(self) -> PipelineSettings:
+        """The tunables alone (what the API shows as `config`)."""
+        return PipelineSettings.model_validate(
+            self.model_dump(include=set(PipelineSettings.model_fields))
+        )
 
     @field_validator("tenant")
     @classmethod
@@ -82,21 +126,6 @@ class PipelineConfig(BaseModel):
             raise ValueError("must be an AWS region code such as us-east-1")
         return value
 
-    @field_validator("log_retention_days")
-    @classmethod
-    def _retention(cls, value: int) -> int:
-        if value not in LOG_RETENTION_DAYS:
-            allowed = ", ".join(str(days) for days in sorted(LOG_RETENTION_DAYS))
-            raise ValueError(f"must be one of the values CloudWatch Logs accepts: {allowed}")
-        return value
-
-    @field_validator("team")
-    @classmethod
-    def _team(cls, value: str | None) -> str | None:
-        if value is not None and not (0 < len(value) <= 256 and _TAG_CHARS.match(value)):
-            raise ValueError("must be 1-256 characters valid in an AWS tag value")
-        return value
-
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
@@ -111,14 +140,6 @@ class PipelineConfig(BaseModel):
                 raise ValueError(f"tag key {key!r} uses the reserved 'aws:' prefix")
             if len(tag_value) > 256 or not _TAG_CHARS.match(tag_value):
                 raise ValueError(f"tag value for {key!r} must be at most 256 valid tag characters")
-        return value
-
-    @field_validator("api_burst_limit")
-    @classmethod
-    def _burst_covers_rate(cls, value: int, info: ValidationInfo) -> int:
-        rate = info.data.get("api_rate_limit")
-        if rate is not None and value < rate:
-            raise ValueError(f"must be at least api_rate_limit ({rate:g})")
         return value
 
     @property

@@ -1,1 +1,13 @@
-"""Engines turn a `PipelineConfig` into (or out of) real infrastructure, behind one interface."""
+"""Engines turn a `PipelineConfig` into (or out of) real infrastructure, behind one interface.
+
+Engines are named by import reference so that worker processes can load them by name.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+ENGINE_REFERENCES: Final[dict[str, str]] = {
+    "local": "provisioner.engines.local:LocalEngine",
+    "pulumi": "provisioner.engines.pulumi:PulumiEngine",
+}

@@ -110,3 +110,58 @@ class Engine(Protocol):
         ...
 
     def health(self) -> EngineHealth: ...
+
+
+class EngineHost(Protocol):
+    """Main-process half of an engine (optional): lives as long as the service.
+
+    Blocking methods; the service calls them from threads, never on the event loop.
+    """
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def health(self) -> EngineHealth: ...
+
+    def before_operation(self, request: OperationRequest) -> None:
+        """Called just before a worker starts the operation."""
+        ...
+
+    def after_operation(
+        self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
+    ) -> None:
+        """Called once the operation has finished and its result is recorded."""
+        ...
+
+    def environment_extras(self) -> dict[str, str]:
+        """Extra fields for the environment JSON (e.g. the local emulator's endpoint)."""
+        ...
+
+
+class WorkerOnlyHost:
+    """The host of engines that keep nothing in the service process (the pulumi engine)."""
+
+    def __init__(self, engine: type[Engine], settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def health(self) -> EngineHealth:
+        return self._engine.build(self._settings).health()
+
+    def before_operation(self, request: OperationRequest) -> None:
+        return None
+
+    def after_operation(
+        self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
+    ) -> None:
+        return None
+
+    def environment_extras(self) -> dict[str, str]:
+        return {}

@@ -1,0 +1,107 @@
+"""Structured logging: one event name per line with keyword fields, and no secret in any of them.
+
+Every log record (ours through structlog, third-party through the stdlib bridge) passes the
+redactor, which masks registered secret values wherever they appear and drops fields whose
+names say they hold credentials.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import threading
+from collections.abc import Iterable, MutableMapping
+from typing import Any, Final
+
+import structlog
+
+MASK: Final = "***"
+_SENSITIVE_FIELD: Final = re.compile(
+    r"(authorization|passphrase|password|secret|token|api_key|apikey|credential)", re.IGNORECASE
+)
+# Bearer tokens and our own key format, even if never registered.
+_TOKEN_PATTERNS: Final = (
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"mdp_[A-Za-z0-9_-]{20,}"),
+)
+
+
+class SecretRedactor:
+    """Masks known secret values. Thread-safe; secrets are registered once at start-up."""
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
+        self._lock = threading.Lock()
+
+    def register(self, values: Iterable[str | None]) -> None:
+        with self._lock:
+            # Very short values would mask ordinary words; real secrets are long.
+            self._secrets.update(value for value in values if value and len(value) >= 6)
+
+    def redact_text(self, text: str) -> str:
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        for pattern in _TOKEN_PATTERNS:
+            text = pattern.sub(
+                lambda match: (match.group(1) if match.groups() else "") + MASK, text
+            )
+        return text
+
+    def redact_value(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self.redact_text(value)
+        if isinstance(value, dict):
+            return {
+                key: MASK if _SENSITIVE_FIELD.search(str(key)) else self.redact_value(item)
+                for key, item in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.redact_value(item) for item in value]
+        return value
+
+    def __call__(
+        self, _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            if key != "event" and _SENSITIVE_FIELD.search(key):
+                event_dict[key] = MASK
+            else:
+                event_dict[key] = self.redact_value(event_dict[key])
+        return event_dict
+
+
+redactor = SecretRedactor()
+
+
+def configure_logging(level: str = "INFO", json: bool = False) -> None:
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redactor,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The emulator and HTTP client libraries log every request at INFO.
+    for noisy in ("werkzeug", "moto", "botocore", "boto3", "urllib3", "httpx", "s3transfer"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

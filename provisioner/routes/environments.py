@@ -1,0 +1,249 @@
+"""`/environments`: create, list, show, change and destroy pipeline environments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from provisioner.deps import (
+    EnvironmentServiceDep,
+    IdempotencyKey,
+    PrincipalDep,
+    RunnerDep,
+    ServicesDep,
+)
+from provisioner.engines.base import OperationKind
+from provisioner.environments import request_fingerprint
+from provisioner.registry.tables import EnvironmentState
+from provisioner.routes.responses import Limit, Offset, accepted, audit_target, errors
+from provisioner.schemas import (
+    EnvironmentCreate,
+    EnvironmentPublic,
+    EnvironmentUpdate,
+    OperationPublic,
+    Page,
+)
+from provisioner.views import environment_public, operation_public
+
+router = APIRouter(prefix="/environments", tags=["environments"])
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=errors(403, 409, 422),
+    summary="Create (or retry, or re-create) an environment",
+)
+def create_environment(
+    body: EnvironmentCreate,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    audit_target(request, body.tenant, f"{body.tenant}/{body.name}")
+    fingerprint = request_fingerprint("POST", "/environments", body.model_dump(mode="json"))
+    operation = service.replay(principal, idempotency_key, fingerprint) or service.create(
+        principal, body, idempotency_key, fingerprint
+    )
+    service.session.commit()
+    runner.wake()
+    return accepted(operation, request, response)
+
+
+@router.get("", response_model=Page[EnvironmentPublic], responses=errors())
+def list_environments(
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    services: ServicesDep,
+    tenant: Annotated[str | None, Query(description="Only this tenant")] = None,
+    state: Annotated[EnvironmentState | None, Query(description="Only this state")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[EnvironmentPublic]:
+    if principal.tenant is not None:
+        if tenant is not None and tenant != principal.tenant:
+            return Page(items=[], total=0, limit=limit, offset=offset)
+        tenant = principal.tenant
+    rows, total = service.environments.list(tenant=tenant, state=state, limit=limit, offset=offset)
+    last = service.operations.by_ids([r.last_operation_id for r in rows if r.last_operation_id])
+    extras = services.host.environment_extras()
+    items = [environment_public(row, last.get(row.last_operation_id or ""), extras) for row in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{tenant}/{name}", response_model=EnvironmentPublic, responses=errors(404))
+def get_environment(
+    tenant: str,
+    name: str,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    services: ServicesDep,
+) -> EnvironmentPublic:
+    row = service.get_visible(principal, tenant, name)
+    last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
+    return environment_public(row, last, services.host.environment_extras())
+
+
+@router.patch(
+    "/{tenant}/{name}",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=errors(404, 409, 422),
+    summary="Change an environment's configuration or tags",
+)
+def update_environment(
+    tenant: str,
+    name: str,
+    body: EnvironmentUpdate,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    audit_target(request, tenant, f"{tenant}/{name}")
+    fingerprint = request_fingerprint(
+        "PATCH", f"/environments/{tenant}/{name}", body.model_dump(mode="json")
+    )
+    operation = service.replay(principal, idempotency_key, fingerprint) or service.update(
+        principal, tenant, name, body, idempotency_key, fingerprint
+    )
+    service.session.commit()
+    runner.wake()
+    return accepted(operation, request, response)
+
+
+def _run(
+    kind: OperationKind,
+    tenant: str,
+    name: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: str | None,
+) -> OperationPublic:
+    audit_target(request, tenant, f"{tenant}/{name}")
+    fingerprint = request_fingerprint(request.method, request.url.path, {"kind": kind})
+    operation = service.replay(principal, idempotency_key, fingerprint) or service.run(
+        principal, tenant, name, kind, idempotency_key, fingerprint
+    )
+    service.session.commit()
+    runner.wake()
+    return accepted(operation, request, response)
+
+
+@router.delete(
+    "/{tenant}/{name}",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=errors(404, 409),
+    summary="Destroy an environment (every resource, every object version)",
+)
+def destroy_environment(
+    tenant: str,
+    name: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    return _run(
+        OperationKind.DESTROY,
+        tenant,
+        name,
+        request,
+        response,
+        principal,
+        service,
+        runner,
+        idempotency_key,
+    )
+
+
+@router.post(
+    "/{tenant}/{name}/refresh",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=errors(404, 409),
+    summary="Check for drift between the stack and what exists",
+)
+def refresh_environment(
+    tenant: str,
+    name: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    return _run(
+        OperationKind.REFRESH,
+        tenant,
+        name,
+        request,
+        response,
+        principal,
+        service,
+        runner,
+        idempotency_key,
+    )
+
+
+@router.post(
+    "/{tenant}/{name}/preview",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=errors(404, 409),
+    summary="Plan what an update would change",
+)
+def preview_environment(
+    tenant: str,
+    name: str,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    return _run(
+        OperationKind.PREVIEW,
+        tenant,
+        name,
+        request,
+        response,
+        principal,
+        service,
+        runner,
+        idempotency_key,
+    )
+
+
+@router.get(
+    "/{tenant}/{name}/operations",
+    response_model=Page[OperationPublic],
+    responses=errors(404),
+    summary="The environment's operations, newest first",
+)
+def list_environment_operations(
+    tenant: str,
+    name: str,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[OperationPublic]:
+    row = service.get_visible(principal, tenant, name)
+    rows, total = service.operations.list(environment_id=row.id, limit=limit, offset=offset)
+    return Page(items=[operation_public(r) for r in rows], total=total, limit=limit, offset=offset)

@@ -1,0 +1,171 @@
+"""Request and response models of the HTTP API (DESIGN §5). JSON uses camelCase names."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+from provisioner.engines.base import OperationKind
+from provisioner.registry.tables import EnvironmentState, OperationState
+from stacks.config import PipelineSettings
+
+T = TypeVar("T")
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="Machine-readable error code")
+    detail: str = Field(description="What was wrong, for a human")
+
+
+class ValidationErrorBody(ErrorBody):
+    errors: list[dict[str, Any]] = Field(description="One entry per invalid field")
+
+
+class Page(ApiModel, Generic[T]):
+    items: list[T]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- environments ---
+
+
+class EnvironmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tenant: str = Field(description="Tenant id: [a-z][a-z0-9]{0,19}", examples=["acme"])
+    name: str = Field(description="Environment name: [a-z][a-z0-9-]{0,11}", examples=["dev"])
+    region: str = Field(default="us-east-1", examples=["us-east-1"])
+    config: PipelineSettings = Field(default_factory=PipelineSettings)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvironmentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="Fields of `config` to change (same names as in EnvironmentPublic.config)",
+        examples=[{"max_bad_row_ratio": 0.05}],
+    )
+    tags: dict[str, str] | None = Field(default=None, description="Replaces the caller tags")
+
+
+class Progress(ApiModel):
+    done: int = Field(description="Resources finished")
+    total: int = Field(description="Resources expected (0 while unknown)")
+
+
+class OperationError(ApiModel):
+    code: str
+    message: str
+
+
+class OperationPublic(ApiModel):
+    id: str
+    kind: OperationKind
+    state: OperationState
+    tenant: str
+    name: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: OperationError | None
+    progress: Progress
+    cancel_requested: bool
+    requested_by: str
+    changes: dict[str, int] = Field(
+        default_factory=dict, description="Change counts (preview plan, refresh drift, up summary)"
+    )
+
+
+class EnvironmentPublic(ApiModel):
+    tenant: str
+    name: str
+    state: EnvironmentState
+    engine: str
+    region: str
+    config: PipelineSettings
+    tags: dict[str, str]
+    outputs: dict[str, str]
+    failure_reason: str | None = None
+    last_operation: OperationPublic | None
+    aws_endpoint_url: str | None = Field(
+        default=None, description="Local engine only: the AWS emulator's endpoint URL"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+class OperationEventPublic(ApiModel):
+    id: int = Field(description="Increases by one within the operation")
+    operation_id: str
+    type: str
+    message: str
+    resource: str | None
+    resource_type: str | None
+    step: str | None
+    severity: str | None
+    data: dict[str, Any]
+    progress: Progress
+    created_at: datetime
+
+
+# --- API keys and audit ---
+
+Scope = str
+
+
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scope: Scope = Field(description='"admin" or "tenant:<tenant id>"', examples=["tenant:acme"])
+    description: str = Field(default="", max_length=200)
+
+
+class ApiKeyPublic(ApiModel):
+    id: str
+    scope: Scope
+    prefix: str = Field(description="First characters of the key, to recognise it")
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyPublic):
+    key: str = Field(description="The secret key. Shown once; store it now.")
+
+
+class AuditEntry(ApiModel):
+    id: int
+    at: datetime
+    actor: str
+    scope: str | None
+    tenant: str | None
+    action: str
+    target: str | None
+    status_code: int
+    result: str
+    detail: str | None
+
+
+class Summary(ApiModel):
+    environments_by_state: dict[str, int]
+    active_operations_by_kind: dict[str, int]
+    operations_queued: int
+    operations_running: int
+    engine: str
+
+
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, dict[str, Any]]

@@ -1,0 +1,79 @@
+"""A test-only engine whose speed and failures each test controls.
+
+The script travels in the environment's tags (so it reaches the worker process with the
+request): `script-resources`, `script-delay`, `script-fail-at`, `script-gate` (a file the
+engine waits for before finishing), `script-ignore-cancel`, `script-say` (a diagnostic line,
+e.g. to check that secrets in it are redacted), `script-log` (a file each run appends to).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from provisioner.engines.base import (
+    EngineEvent,
+    EngineHealth,
+    EventType,
+    OperationContext,
+    OperationKind,
+    OperationRequest,
+    OperationResult,
+)
+from provisioner.errors import EngineError, OperationCancelledError
+from provisioner.settings import Settings
+from stacks.spec import STACK_OUTPUTS
+
+
+class ScriptedEngine:
+    name = "scripted"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @classmethod
+    def build(cls, settings: Settings) -> ScriptedEngine:
+        return cls(settings)
+
+    def health(self) -> EngineHealth:
+        return EngineHealth(True, "scripted engine")
+
+    def run(self, request: OperationRequest, context: OperationContext) -> OperationResult:
+        script = request.config.tags
+        resources = int(script.get("script-resources", "3"))
+        delay = float(script.get("script-delay", "0"))
+        fail_at = int(script.get("script-fail-at", "0"))
+        gate = script.get("script-gate")
+        ignore_cancel = script.get("script-ignore-cancel") == "1"
+        if log := script.get("script-log"):
+            with Path(log).open("a") as handle:
+                handle.write(json.dumps({"kind": request.kind, "recover": request.recover}) + "\n")
+        if say := script.get("script-say"):
+            context.emit(EngineEvent(EventType.DIAGNOSTIC, say, severity="info"))
+        context.expect_resources(resources)
+        for index in range(1, resources + 1):
+            if context.cancel_requested.is_set() and not ignore_cancel:
+                raise OperationCancelledError(f"cancelled after {index - 1} resources")
+            name = f"resource-{index}"
+            context.emit(EngineEvent(EventType.RESOURCE_STARTED, f"{name} creating", resource=name))
+            time.sleep(delay)
+            if index == fail_at:
+                context.emit(
+                    EngineEvent(EventType.RESOURCE_FAILED, f"{name} failed", resource=name)
+                )
+                raise EngineError(f"{name} failed: scripted failure")
+            context.emit(EngineEvent(EventType.RESOURCE_FINISHED, f"{name} created", resource=name))
+        while gate and not Path(gate).exists():
+            if context.cancel_requested.is_set() and not ignore_cancel:
+                raise OperationCancelledError("cancelled while waiting")
+            time.sleep(0.02)
+        if request.kind == OperationKind.DESTROY:
+            return OperationResult(changes={"delete": resources})
+        if request.kind == OperationKind.PREVIEW:
+            return OperationResult(changes={"same": resources})
+        prefix = f"p-{request.config.tenant}-{request.config.environment}"
+        return OperationResult(
+            outputs={name: f"{prefix}:{name}" for name in STACK_OUTPUTS},
+            changes={"create": resources},
+        )
