@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from provisioner import exception_handlers
+from provisioner import exception_handlers, openapi
 from provisioner.audit import AuditMiddleware
 from provisioner.auth import ensure_bootstrap_admin_key
 from provisioner.engines import ENGINE_REFERENCES
@@ -91,6 +91,7 @@ def create_app(
     app.state.database = database
     app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
     exception_handlers.install(app)
+    openapi.install(app)
     for router in (health.router, environments.router, operations.router, admin.router):
         app.include_router(router)
     return app

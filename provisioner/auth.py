@@ -52,14 +52,20 @@ class Principal:
         return self.is_admin or self.tenant == tenant
 
 
+SCOPE_RULE: Final = 'must be "admin" or "tenant:<tenant id>"'
+
+
+def is_valid_scope(scope: str) -> bool:
+    return scope == ADMIN_SCOPE or (
+        scope.startswith(TENANT_SCOPE_PREFIX)
+        and TENANT_PATTERN.match(scope.removeprefix(TENANT_SCOPE_PREFIX)) is not None
+    )
+
+
 def validate_scope(scope: str) -> str:
-    if scope == ADMIN_SCOPE:
-        return scope
-    if scope.startswith(TENANT_SCOPE_PREFIX) and TENANT_PATTERN.match(
-        scope.removeprefix(TENANT_SCOPE_PREFIX)
-    ):
-        return scope
-    raise InvalidRequestError('scope must be "admin" or "tenant:<tenant id>"')
+    if not is_valid_scope(scope):
+        raise InvalidRequestError(f"scope {SCOPE_RULE}")
+    return scope
 
 
 def generate_key() -> str:

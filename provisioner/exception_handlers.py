@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provisioner.environments import ValidationFailed
@@ -25,6 +26,8 @@ async def _provisioner_error(_request: Request, exc: Exception) -> JSONResponse:
     extra: dict[str, Any] = {}
     if isinstance(exc, ValidationFailed):
         extra["errors"] = exc.errors
+    elif exc.status_code == 422:
+        extra["errors"] = []
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
     return JSONResponse(
         _body(exc.code, exc.detail, **extra), status_code=exc.status_code, headers=headers
@@ -44,12 +47,25 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(_body("validation_error", detail, errors=errors), status_code=422)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(
-        _body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+    code = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "http_error"
     )
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names only the first matching route's methods; a path served by several
+        # routes (GET and POST /environments) must list them all.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    return JSONResponse(_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, APIRoute) and route.path_regex.match(request.url.path):
+            methods |= route.methods or set()
+    return sorted(methods)
 
 
 async def _unexpected(_request: Request, exc: Exception) -> JSONResponse:

@@ -5,12 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from provisioner.auth import SCOPE_RULE, is_valid_scope
 from provisioner.engines.base import OperationKind
 from provisioner.registry.tables import EnvironmentState, OperationState
-from stacks.config import PipelineSettings
+from stacks.config import (
+    ENVIRONMENT_PATTERN,
+    REGION_PATTERN,
+    TENANT_PATTERN,
+    PipelineSettings,
+)
 
 T = TypeVar("T")
 
@@ -41,9 +47,22 @@ class Page(ApiModel, Generic[T]):
 class EnvironmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    tenant: str = Field(description="Tenant id: [a-z][a-z0-9]{0,19}", examples=["acme"])
-    name: str = Field(description="Environment name: [a-z][a-z0-9-]{0,11}", examples=["dev"])
-    region: str = Field(default="us-east-1", examples=["us-east-1"])
+    # Patterns are documented here and enforced by PipelineConfig, whose errors say why.
+    tenant: str = Field(
+        description="Tenant id: [a-z][a-z0-9]{0,19}",
+        examples=["acme"],
+        json_schema_extra={"pattern": TENANT_PATTERN.pattern},
+    )
+    name: str = Field(
+        description="Environment name: [a-z][a-z0-9-]{0,11}, not ending in '-'",
+        examples=["dev"],
+        json_schema_extra={"pattern": ENVIRONMENT_PATTERN.pattern},
+    )
+    region: str = Field(
+        default="us-east-1",
+        examples=["us-east-1"],
+        json_schema_extra={"pattern": REGION_PATTERN.pattern},
+    )
     config: PipelineSettings = Field(default_factory=PipelineSettings)
     tags: dict[str, str] = Field(default_factory=dict)
 
@@ -129,6 +148,13 @@ class ApiKeyCreate(BaseModel):
 
     scope: Scope = Field(description='"admin" or "tenant:<tenant id>"', examples=["tenant:acme"])
     description: str = Field(default="", max_length=200)
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, value: str) -> str:
+        if not is_valid_scope(value):
+            raise ValueError(SCOPE_RULE)
+        return value
 
 
 class ApiKeyPublic(ApiModel):

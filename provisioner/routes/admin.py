@@ -31,7 +31,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
     "/api-keys",
     status_code=201,
     response_model=ApiKeyCreated,
-    responses=errors(403, 422),
+    responses=errors(400, 403, 422),
     summary="Create an API key (the key is returned once)",
 )
 def create_api_key(

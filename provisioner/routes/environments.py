@@ -33,7 +33,7 @@ router = APIRouter(prefix="/environments", tags=["environments"])
     "",
     status_code=202,
     response_model=OperationPublic,
-    responses=errors(403, 409, 422),
+    responses=errors(400, 403, 409, 422),
     summary="Create (or retry, or re-create) an environment",
 )
 def create_environment(
@@ -93,7 +93,7 @@ def get_environment(
     "/{tenant}/{name}",
     status_code=202,
     response_model=OperationPublic,
-    responses=errors(404, 409, 422),
+    responses=errors(400, 404, 409, 422),
     summary="Change an environment's configuration or tags",
 )
 def update_environment(

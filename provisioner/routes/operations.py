@@ -92,7 +92,9 @@ async def stream_operation_events(
     principal: PrincipalDep,
     services: ServicesDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Replay events after this id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**31 - 1, description="Replay events after this id")
+    ] = None,
 ) -> EventSourceResponse:
     await asyncio.to_thread(_load_visible, services, principal, operation_id)
     start = after if after is not None else _parse_event_id(last_event_id)
@@ -101,7 +103,7 @@ async def stream_operation_events(
 
 def _parse_event_id(value: str | None) -> int:
     try:
-        return max(0, int(value)) if value else 0
+        return min(max(0, int(value)), 2**31 - 1) if value else 0
     except ValueError:
         return 0
 

@@ -14,6 +14,7 @@ from provisioner.views import operation_public
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error responses a route can give."""
     descriptions = {
+        400: "The body is not valid JSON",
         401: "Missing or invalid API key",
         403: "The API key's scope does not allow this",
         404: "Not found (or belongs to another tenant)",
@@ -28,7 +29,8 @@ def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 
 
 Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip")]
+# Bounded so that no value can overflow a database integer.
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip")]
 
 
 def accepted(operation: OperationRow, request: Request, response: Response) -> OperationPublic:

@@ -2,13 +2,15 @@
 
 The script travels in the environment's tags (so it reaches the worker process with the
 request): `script-resources`, `script-delay`, `script-fail-at`, `script-gate` (a file the
-engine waits for before finishing), `script-ignore-cancel`, `script-say` (a diagnostic line,
-e.g. to check that secrets in it are redacted), `script-log` (a file each run appends to).
+engine waits for before finishing), `script-ignore-cancel`, `script-say-file` (a file whose
+text the engine emits as a diagnostic, e.g. to check that secrets in it are redacted),
+`script-log` (a file each run appends to), `script-pid` (a file the worker writes its pid to).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -46,11 +48,13 @@ class ScriptedEngine:
         fail_at = int(script.get("script-fail-at", "0"))
         gate = script.get("script-gate")
         ignore_cancel = script.get("script-ignore-cancel") == "1"
+        if pid_file := script.get("script-pid"):
+            Path(pid_file).write_text(str(os.getpid()))
         if log := script.get("script-log"):
             with Path(log).open("a") as handle:
                 handle.write(json.dumps({"kind": request.kind, "recover": request.recover}) + "\n")
-        if say := script.get("script-say"):
-            context.emit(EngineEvent(EventType.DIAGNOSTIC, say, severity="info"))
+        if say := script.get("script-say-file"):
+            context.emit(EngineEvent(EventType.DIAGNOSTIC, Path(say).read_text(), severity="info"))
         context.expect_resources(resources)
         for index in range(1, resources + 1):
             if context.cancel_requested.is_set() and not ignore_cancel:

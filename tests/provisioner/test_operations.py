@@ -282,7 +282,8 @@ def test_lists_paginate_and_filter(client: TestClient) -> None:
     for operation_id in ids:
         wait_for_operation(client, operation_id)
     page = client.get("/environments?limit=2&offset=0", headers=auth()).json()
-    assert page["total"] == 6 and len(page["items"]) == 2
+    assert page["total"] == 6
+    assert len(page["items"]) == 2
     names = [
         item["name"]
         for offset in (0, 2, 4)
@@ -298,7 +299,8 @@ def test_lists_paginate_and_filter(client: TestClient) -> None:
     assert client.get("/environments?state=NOPE", headers=auth()).status_code == 422
     assert client.get("/environments?limit=0", headers=auth()).status_code == 422
     operations = client.get("/operations?limit=4", headers=auth()).json()
-    assert operations["total"] == 6 and len(operations["items"]) == 4
+    assert operations["total"] == 6
+    assert len(operations["items"]) == 4
 
 
 def test_settings_are_not_shared_between_apps(settings: Settings) -> None:
