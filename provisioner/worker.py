@@ -128,9 +128,14 @@ def _watch_lifeline(lifeline: Connection, cancel: threading.Event) -> None:
             break
         if message == CANCEL:
             cancel.set()
-    # The service is gone: stop gracefully, then give up.
+    # The service is gone: stop gracefully (SIGINT reaches a running Pulumi CLI in our process
+    # group; our own handler only sets `cancel`), then give up.
     log.warning("worker.orphaned")
     cancel.set()
+    try:
+        os.killpg(os.getpgid(0), signal.SIGINT)
+    except OSError:
+        pass
     timer = threading.Timer(ORPHAN_GRACE_S, lambda: os._exit(3))
     timer.daemon = True
     timer.start()
