@@ -29,9 +29,11 @@ __all__ = [
     "FUNCTIONS",
     "INCOMING_PREFIX",
     "RESULTS_PREFIX",
+    "STACK_OUTPUTS",
     "STAGE_FUNCTIONS",
     "WORK_PREFIX",
     "FunctionName",
+    "bucket_lifecycle_rules",
     "FunctionSpec",
     "PipelineArns",
     "PipelineNames",
@@ -39,6 +41,7 @@ __all__ = [
     "StateMachineTargets",
     "bucket_policy",
     "dlq_attributes",
+    "execution_timeout_s",
     "function_environment",
     "function_policy",
     "function_specs",
@@ -89,6 +92,24 @@ DLQ_RETENTION_S: Final = 14 * 24 * 3600
 # Every event of the ingest FIFO shares one group: order does not matter, one group keeps the
 # EventBridge target simple; throughput is bounded by the batch size and fine for file drops.
 INGEST_MESSAGE_GROUP: Final = "incoming"
+
+# The stack outputs (DESIGN §2, a contract): every engine reports exactly these, all strings.
+STACK_OUTPUTS: Final[tuple[str, ...]] = (
+    "bucketName",
+    "ingestQueueUrl",
+    "ingestDlqUrl",
+    "validatorDlqUrl",
+    "processorDlqUrl",
+    "aggregatorDlqUrl",
+    "statusTableName",
+    "stateMachineArn",
+    "validatorFunctionName",
+    "processorFunctionName",
+    "aggregatorFunctionName",
+    "ingestFunctionName",
+    "statusFunctionName",
+    "apiEndpoint",
+)
 
 # AWS-published Powertools for AWS Lambda (Python) v3 layer; account 017000801446 publishes it
 # in every commercial region. Overridable per environment (config.powertools_layer_arn).
@@ -156,6 +177,43 @@ def names(config: PipelineConfig, account_id: str) -> PipelineNames:
         state_machine_log_group=f"/aws/vendedlogs/states/{state_machine}",
         api_access_log_group=f"/aws/apigateway/{api}/access",
     )
+
+
+# --- bucket ---------------------------------------------------------------------------------
+
+# Noncurrent versions spend this long in GLACIER before they expire: its minimum storage
+# duration, so expiring them never incurs an early-deletion charge.
+GLACIER_MINIMUM_DAYS: Final = 90
+ABORT_MULTIPART_AFTER_DAYS: Final = 7
+# Per-file intermediates under work/ are deleted by the aggregator; a failed file leaves them.
+WORK_EXPIRATION_DAYS: Final = 7
+
+
+def bucket_lifecycle_rules(config: PipelineConfig) -> list[dict[str, Any]]:
+    """The bucket's lifecycle rules, in boto3's spelling (PutBucketLifecycleConfiguration).
+
+    Everything moves to GLACIER after `glacier_after_days`; nothing current ever expires except
+    abandoned intermediates under work/.
+    """
+    days = config.glacier_after_days
+    return [
+        {
+            "ID": "archive-to-glacier",
+            "Status": "Enabled",
+            "Filter": {"Prefix": ""},
+            "Transitions": [{"Days": days, "StorageClass": "GLACIER"}],
+            "NoncurrentVersionTransitions": [{"NoncurrentDays": days, "StorageClass": "GLACIER"}],
+            "NoncurrentVersionExpiration": {"NoncurrentDays": days + GLACIER_MINIMUM_DAYS},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_AFTER_DAYS},
+        },
+        {
+            "ID": "expire-abandoned-work",
+            "Status": "Enabled",
+            "Filter": {"Prefix": WORK_PREFIX},
+            "Expiration": {"Days": WORK_EXPIRATION_DAYS},
+            "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
+        },
+    ]
 
 
 # --- queues ---------------------------------------------------------------------------------
@@ -274,6 +332,23 @@ def function_specs(config: PipelineConfig) -> dict[FunctionName, FunctionSpec]:
             "Serves the file status REST API",
         ),
     }
+
+
+# Slack for the status writes and state transitions around the stage tasks.
+_EXECUTION_OVERHEAD_S: Final = 300
+
+
+def execution_timeout_s(config: PipelineConfig, retry: RetryPolicy | None = None) -> int:
+    """An execution's TimeoutSeconds: above the worst case of every stage, retries included.
+
+    A timed-out execution never records FAILED (no Catch runs), so the bound must not cut a
+    legitimate run short: each stage may run once plus every attempt of both its retriers, each
+    attempt up to the stage timeout and each wait up to the retry's maximum delay.
+    """
+    retry = retry or RetryPolicy()
+    attempts = 1 + 2 * retry.max_attempts
+    per_stage = attempts * config.stage_timeout_s + (attempts - 1) * retry.max_delay_s
+    return len(STAGE_FUNCTIONS) * per_stage + _EXECUTION_OVERHEAD_S
 
 
 def function_environment(

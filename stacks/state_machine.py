@@ -345,7 +345,8 @@ def _notify_dlq() -> State:
 def state_machine_definition(
     targets: StateMachineTargets, retry: RetryPolicy | None = None, timeout_s: int | None = None
 ) -> dict[str, Any]:
-    """The full ASL document. `timeout_s` bounds a whole execution (default: 4 stage budgets)."""
+    """The full ASL document. `timeout_s` bounds a whole execution (default: one hour;
+    `stacks.spec.execution_timeout_s` derives the bound from the configuration)."""
     retry = retry or RetryPolicy()
     states: dict[str, State] = {
         "RecordReceived": _status_write(

@@ -15,17 +15,15 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Final, assert_never
 from urllib.parse import unquote, urlparse
 
-import boto3
 import pulumi.automation as auto
 import structlog
-from botocore.exceptions import BotoCoreError, ClientError
 
+from provisioner.aws_credentials import AwsCredentials, resolve_aws_credentials
 from provisioner.engines.base import (
     EngineEvent,
     EngineHealth,
@@ -59,9 +57,6 @@ SECRET_OUTPUT: Final = "[secret]"
 DETAIL_MAX_CHARS: Final = 300
 MESSAGE_MAX_CHARS: Final = 4000
 VERSION_TIMEOUT_S: Final = 10.0
-# STS: at least the AWS minimum, at most the one-hour cap that role chaining imposes.
-ASSUME_ROLE_MIN_S: Final = 900
-ASSUME_ROLE_MAX_S: Final = 3600
 _SCRUBBED_PREFIXES: Final = ("AWS_", "PULUMI_CONFIG_PASSPHRASE")
 _ANSI_ESCAPE: Final = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 # Pulumi's own colour directives, e.g. `<{%fg 1%}>`, left in messages rendered as "raw".
@@ -114,7 +109,9 @@ class PulumiEngine:
         passphrase = self._passphrase()
         # Credentials are resolved before the environment is scrubbed: the default chain may
         # legitimately read the worker's own AWS_* variables (web identity, container role).
-        aws = _resolve_aws_credentials(self._settings, config, request.operation_id)
+        aws = resolve_aws_credentials(
+            self._settings, config.region, config.tenant, request.operation_id
+        )
         redact = _Redactor([*aws.secrets, *self._settings.secret_values()])
         env_vars = self._env_vars(config, aws, passphrase)
         _ensure_file_backend(self._settings.resolved_pulumi_backend_url)
@@ -179,7 +176,7 @@ class PulumiEngine:
         return self._settings.pulumi_config_passphrase.get_secret_value()
 
     def _env_vars(
-        self, config: PipelineConfig, aws: _AwsCredentials, passphrase: str | None
+        self, config: PipelineConfig, aws: AwsCredentials, passphrase: str | None
     ) -> dict[str, str]:
         env = {
             "PULUMI_SKIP_UPDATE_CHECK": "true",
@@ -577,97 +574,6 @@ class _Redactor:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         return text
-
-
-@dataclass(frozen=True)
-class _AwsCredentials:
-    source: str  # for logs: assume_role / static / profile / default_chain
-    env: dict[str, str]
-    secrets: tuple[str, ...] = ()
-
-
-def _resolve_aws_credentials(
-    settings: Settings, config: PipelineConfig, operation_id: str
-) -> _AwsCredentials:
-    """Credentials for this operation, passed explicitly; never whatever the CLI would find."""
-    if (settings.aws_access_key_id is None) != (settings.aws_secret_access_key is None):
-        raise EngineUnavailableError(
-            "PROVISIONER_AWS_ACCESS_KEY_ID and PROVISIONER_AWS_SECRET_ACCESS_KEY go together"
-        )
-    if settings.aws_role_arn:
-        return _assume_role(settings, config, operation_id)
-    if settings.aws_access_key_id is not None and settings.aws_secret_access_key is not None:
-        token = (
-            settings.aws_session_token.get_secret_value() if settings.aws_session_token else None
-        )
-        return _static(
-            "static",
-            settings.aws_access_key_id.get_secret_value(),
-            settings.aws_secret_access_key.get_secret_value(),
-            token,
-        )
-    if settings.aws_profile:
-        return _AwsCredentials("profile", {"AWS_PROFILE": settings.aws_profile})
-    try:
-        credentials = boto3.Session(region_name=config.region).get_credentials()
-        frozen = credentials.get_frozen_credentials() if credentials is not None else None
-    except BotoCoreError as exc:
-        raise EngineError(f"could not resolve AWS credentials: {type(exc).__name__}") from None
-    if frozen is None or not frozen.access_key or not frozen.secret_key:
-        raise EngineUnavailableError(
-            "no AWS credentials: set PROVISIONER_AWS_ROLE_ARN, PROVISIONER_AWS_ACCESS_KEY_ID and "
-            "PROVISIONER_AWS_SECRET_ACCESS_KEY, or PROVISIONER_AWS_PROFILE, or give the service "
-            "a default AWS credential chain"
-        )
-    return _static("default_chain", frozen.access_key, frozen.secret_key, frozen.token)
-
-
-def _assume_role(settings: Settings, config: PipelineConfig, operation_id: str) -> _AwsCredentials:
-    assert settings.aws_role_arn is not None
-    # str.replace rather than str.format: an ARN has no other placeholders to honour.
-    role_arn = settings.aws_role_arn.replace("{tenant}", config.tenant)
-    key_id, secret, token = (
-        settings.aws_access_key_id,
-        settings.aws_secret_access_key,
-        settings.aws_session_token,
-    )
-    session_name = ("provisioner-" + re.sub(r"[^\w+=,.@-]", "-", operation_id))[:64]
-    duration = int(
-        min(max(settings.operation_timeout_s + 300, ASSUME_ROLE_MIN_S), ASSUME_ROLE_MAX_S)
-    )
-    try:
-        # The role is assumed with the static keys if any, else the profile, else the chain.
-        session = boto3.Session(
-            aws_access_key_id=key_id.get_secret_value() if key_id else None,
-            aws_secret_access_key=secret.get_secret_value() if secret else None,
-            aws_session_token=token.get_secret_value() if key_id and token else None,
-            profile_name=None if key_id else settings.aws_profile,
-            region_name=config.region,
-        )
-        response = session.client("sts").assume_role(
-            RoleArn=role_arn, RoleSessionName=session_name, DurationSeconds=duration
-        )
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "unknown")
-        raise EngineError(f"could not assume role {role_arn}: {code}") from None
-    except BotoCoreError as exc:
-        raise EngineError(f"could not assume role {role_arn}: {type(exc).__name__}") from None
-    credentials = response["Credentials"]
-    return _static(
-        "assume_role",
-        credentials["AccessKeyId"],
-        credentials["SecretAccessKey"],
-        credentials["SessionToken"],
-    )
-
-
-def _static(source: str, key_id: str, secret: str, token: str | None) -> _AwsCredentials:
-    env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
-    secrets = [secret]
-    if token:
-        env["AWS_SESSION_TOKEN"] = token
-        secrets.append(token)
-    return _AwsCredentials(source, env, tuple(secrets))
 
 
 @contextlib.contextmanager

@@ -49,6 +49,15 @@ def test_defaults_follow_the_design() -> None:
         ("tags", {"Tenant": "other"}),
         ("tags", {"aws:x": "y"}),
         ("tags", {"ok": "bad\x00value"}),
+        ("tags", {f"key{index}": "v" for index in range(47)}),  # 46 + our 4 = AWS's 50
+        ("tags", {"": "empty key"}),
+        ("team", ""),
+        ("glacier_after_days", 0),
+        ("status_ttl_days", 0),
+        ("api_rate_limit", 0),
+        ("api_burst_limit", 5001),
+        ("stage_timeout_s", 0),
+        ("powertools_layer_arn", 3),
     ],
 )
 def test_invalid_values_name_the_field(field: str, value: object) -> None:
