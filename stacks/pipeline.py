@@ -31,9 +31,8 @@ from stacks.policies import PolicyDocument
 TYPE_TOKEN: Final = "marketdata:pipeline:FilePipeline"
 
 # The repository's Lambda code: the `handlers` package next to the `stacks` package.
-HANDLERS_DIR: Final = Path(__file__).resolve().parent.parent / "handlers"
+HANDLERS_DIR: Final = spec.HANDLERS_DIR
 # The handler strings of `spec.function_specs` start with the package name.
-HANDLERS_PACKAGE: Final = "handlers"
 
 # What the component registers, by type: `stacks.program.expected_resource_count` adds these up
 # and the tests compare them with what a mocked `pulumi up` registers.
@@ -109,27 +108,9 @@ class FilePipelineArgs:
 
 
 def handlers_archive(handlers_dir: Path = HANDLERS_DIR) -> pulumi.AssetArchive:
-    """The functions' code: `handlers/**.py` under a `handlers/` root, so handler strings resolve.
-
-    Only Python sources (no `__pycache__`, no hidden files), keyed in sorted order, so the same
-    tree always gives the same archive and an unchanged tree never redeploys the functions.
-    """
-    root = handlers_dir.resolve()
-    if not (root / "__init__.py").is_file():
-        raise ValueError(f"{root} is not a Python package (no __init__.py)")
-    sources = sorted(
-        path
-        for path in root.rglob("*.py")
-        if path.is_file()
-        and not any(
-            part == "__pycache__" or part.startswith(".") for part in path.relative_to(root).parts
-        )
-    )
+    """The functions' code: `spec.handler_sources`, so the same tree never redeploys them."""
     return pulumi.AssetArchive(
-        {
-            f"{HANDLERS_PACKAGE}/{path.relative_to(root).as_posix()}": pulumi.FileAsset(path)
-            for path in sources
-        }
+        {name: pulumi.FileAsset(path) for name, path in spec.handler_sources(handlers_dir)}
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from handlers.core.status_model import OBJECT_KEY_INDEX, TTL_ATTRIBUTE
@@ -288,6 +289,28 @@ def status_table_schema() -> dict[str, Any]:
 
 
 # --- functions ------------------------------------------------------------------------------
+
+# The functions' code is the repository's `handlers` package, zipped under a `handlers/` root so
+# that handler strings such as `handlers.ingest.lambda_handler` resolve.
+HANDLERS_PACKAGE: Final = "handlers"
+HANDLERS_DIR: Final = Path(__file__).resolve().parents[1] / HANDLERS_PACKAGE
+
+
+def handler_sources(handlers_dir: Path = HANDLERS_DIR) -> list[tuple[str, Path]]:
+    """(archive name, file) of every Python source of the package, in sorted order: only
+    `*.py`, no `__pycache__`, no hidden files, so the same tree always gives the same code."""
+    root = handlers_dir.resolve()
+    if not (root / "__init__.py").is_file():
+        raise ValueError(f"{root} is not a Python package (no __init__.py)")
+    sources = sorted(
+        path
+        for path in root.rglob("*.py")
+        if path.is_file()
+        and not any(
+            part == "__pycache__" or part.startswith(".") for part in path.relative_to(root).parts
+        )
+    )
+    return [(f"{HANDLERS_PACKAGE}/{path.relative_to(root).as_posix()}", path) for path in sources]
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,15 @@ and its handlers there): that half is an `EngineHost`, used only by the main pro
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import boto3
+
+from provisioner.aws_credentials import resolve_aws_credentials, session_for
 from stacks.config import PipelineConfig
 
 if TYPE_CHECKING:
@@ -138,6 +142,23 @@ class EngineHost(Protocol):
         """Extra fields for the environment JSON (e.g. the local emulator's endpoint)."""
         ...
 
+    def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
+        """How the service reaches an environment's AWS resources (file status, DLQs)."""
+        ...
+
+
+@dataclass(frozen=True)
+class DataPlaneAccess:
+    session: boto3.Session
+    endpoint_url: str | None = None  # the local emulator; None for real AWS
+
+    def client(self, service: str) -> Any:
+        return self.session.client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+
+
+# Data-plane credentials are reused for this long (assumed roles last at least 15 minutes).
+_DATA_PLANE_REUSE_S: Final = 300.0
+
 
 class WorkerOnlyHost:
     """The host of engines that keep nothing in the service process (the pulumi engine)."""
@@ -145,6 +166,8 @@ class WorkerOnlyHost:
     def __init__(self, engine: type[Engine], settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
+        self._access: dict[tuple[str, str], tuple[float, DataPlaneAccess]] = {}
+        self._access_lock = threading.Lock()
 
     def start(self) -> None:
         return None
@@ -165,3 +188,15 @@ class WorkerOnlyHost:
 
     def environment_extras(self) -> dict[str, str]:
         return {}
+
+    def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
+        key = (tenant, region)
+        with self._access_lock:
+            cached = self._access.get(key)
+            if cached is not None and time.monotonic() - cached[0] < _DATA_PLANE_REUSE_S:
+                return cached[1]
+        credentials = resolve_aws_credentials(self._settings, region, tenant, f"data-{tenant}")
+        access = DataPlaneAccess(session_for(credentials, region))
+        with self._access_lock:
+            self._access[key] = (time.monotonic(), access)
+        return access

@@ -1,0 +1,55 @@
+"""Fixtures of the emulator tests: fake credentials, moto in-process, the Lambda dispatcher."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from moto import mock_aws
+
+from provisioner.emulator.apply import AwsClients
+from provisioner.emulator.lambda_dispatch import LambdaDispatcher
+from provisioner.emulator.server import EMULATOR_CONFIG
+from stacks.config import PipelineConfig
+
+REGION = "us-east-1"
+
+
+def fake_aws_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and region; nothing inherited from the machine reaches AWS."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_aws_environment(monkeypatch)
+
+
+@pytest.fixture
+def moto_aws(aws_credentials: None) -> Iterator[None]:
+    """moto in-process, with Step Functions executing and the no-Docker Lambda backend."""
+    with mock_aws(config=EMULATOR_CONFIG):  # type: ignore[arg-type]
+        yield
+
+
+@pytest.fixture
+def clients(moto_aws: None) -> AwsClients:
+    return AwsClients.from_session(region=REGION)
+
+
+@pytest.fixture
+def dispatcher() -> Iterator[LambdaDispatcher]:
+    with LambdaDispatcher() as installed:
+        yield installed
+
+
+@pytest.fixture
+def config() -> PipelineConfig:
+    return PipelineConfig(tenant="acme", environment="dev", tags={"CostCenter": "42"})
