@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -12,13 +13,14 @@ from fastapi import FastAPI
 from provisioner import exception_handlers, openapi
 from provisioner.audit import AuditMiddleware
 from provisioner.auth import ensure_bootstrap_admin_key
-from provisioner.engines import ENGINE_REFERENCES
+from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
 from provisioner.engines.base import EngineHost, WorkerOnlyHost
+from provisioner.environments import recreate_ephemeral_environments
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
 from provisioner.notifier import OperationNotifier
 from provisioner.registry.database import Database
-from provisioner.routes import admin, environments, health, operations
+from provisioner.routes import admin, environments, files, health, local_api, operations
 from provisioner.runner import OperationRunner
 from provisioner.services import Services
 from provisioner.settings import Settings
@@ -53,8 +55,13 @@ def create_app(
                 path=str(generated),
                 hint="read the admin API key from this file (mode 0600)",
             )
-        host = (host_factory or _default_host_factory(reference))(settings)
+        factory = host_factory or _default_host_factory(settings, engine_reference, reference)
+        host = factory(settings)
         await asyncio.to_thread(host.start)
+        if getattr(host, "ephemeral", False):
+            recreated = await asyncio.to_thread(_recreate_ephemeral, database, settings)
+            if recreated:
+                log.warning("service.environments_recreated", count=recreated)
         notifier = OperationNotifier()
         notifier.bind(asyncio.get_running_loop())
         metrics = Metrics(database)
@@ -92,12 +99,31 @@ def create_app(
     app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
     exception_handlers.install(app)
     openapi.install(app)
-    for router in (health.router, environments.router, operations.router, admin.router):
+    for router in (
+        health.router,
+        environments.router,
+        files.router,
+        operations.router,
+        admin.router,
+        local_api.router,
+    ):
         app.include_router(router)
     return app
 
 
-def _default_host_factory(reference: str) -> HostFactory:
+def _recreate_ephemeral(database: Database, settings: Settings) -> int:
+    with database.session() as session:
+        return len(recreate_ephemeral_environments(session, settings, settings.engine))
+
+
+def _default_host_factory(
+    settings: Settings, engine_reference: str | None, reference: str
+) -> HostFactory:
+    if engine_reference is None and settings.engine in ENGINE_HOSTS:
+        module_name, _, class_name = ENGINE_HOSTS[settings.engine].partition(":")
+        host_class: HostFactory = getattr(importlib.import_module(module_name), class_name)
+        return host_class
+
     def factory(settings: Settings) -> EngineHost:
         return WorkerOnlyHost(load_engine(reference), settings)
 

@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioner.auth import Principal
-from provisioner.engines.base import OperationKind
+from provisioner.engines.base import EventType, OperationKind
 from provisioner.errors import (
     ConflictError,
     InvalidRequestError,
@@ -27,6 +27,7 @@ from provisioner.registry.tables import (
     ACTIVE_OPERATION_STATES,
     EnvironmentRow,
     EnvironmentState,
+    OperationEventRow,
     OperationRow,
     OperationState,
     utcnow,
@@ -393,3 +394,63 @@ def settle(
         environment.failure_reason = f"{kind} {final_state.lower()}: {error or 'no reason given'}"
     environment.updated_at = utcnow()
     return True
+
+
+SYSTEM_PRINCIPAL = Principal(key_id="system", scope="admin")
+RESTART_NOTE = (
+    "re-created empty after a service restart: the local AWS emulator keeps its state in memory"
+)
+
+
+def recreate_ephemeral_environments(
+    session: Session, settings: Settings, engine: str
+) -> list[OperationRow]:
+    """After a restart of an engine whose infrastructure lives in memory (the local emulator):
+    nothing may claim READY while it does not exist.
+
+    Operations that were running stopped with the old process: INTERRUPTED now (the environment
+    becomes FAILED and can be retried). Environments that were READY get a create operation,
+    which rebuilds them empty. Queued operations simply run.
+    """
+    operations = OperationRepository(session)
+    environments = EnvironmentRepository(session)
+    for operation in operations.list(state=OperationState.RUNNING, limit=10_000, offset=0)[0]:
+        environment = environments.get_by_id(operation.environment_id)
+        if environment is not None and environment.engine == engine:
+            settle(
+                session,
+                operation,
+                OperationState.INTERRUPTED,
+                error_code="interrupted",
+                error="the service restarted while the operation ran; retry it",
+            )
+    service = EnvironmentService(session, settings, engine)
+    recreated = []
+    for environment in environments.in_states([EnvironmentState.READY], engine=engine):
+        if operations.active_for(environment.id) is not None:
+            continue
+        operation = service._enqueue(
+            SYSTEM_PRINCIPAL,
+            environment,
+            OperationKind.CREATE,
+            environment_config(environment),
+            EnvironmentState.READY,
+            None,
+            request_fingerprint("RESTART", environment.id, None),
+        )
+        operations.add_event(
+            OperationEventRow(
+                operation_id=operation.id,
+                seq=1,
+                type=EventType.DIAGNOSTIC,
+                message=RESTART_NOTE,
+                severity="warning",
+                data={},
+                progress_done=0,
+                progress_total=0,
+                created_at=utcnow(),
+            )
+        )
+        recreated.append(operation)
+    session.flush()
+    return recreated

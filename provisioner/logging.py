@@ -105,3 +105,6 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     # The emulator and HTTP client libraries log every request at INFO.
     for noisy in ("werkzeug", "moto", "botocore", "boto3", "urllib3", "httpx", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # moto's Step Functions interpreter logs every Fail state at ERROR; a file failing its
+    # validation is an outcome of the pipeline, recorded in its status, not a service error.
+    logging.getLogger("moto.stepfunctions.parser").setLevel(logging.CRITICAL)

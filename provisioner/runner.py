@@ -418,6 +418,14 @@ class _Supervisor(threading.Thread):
             outputs = dict(outcome[1].get("outputs") or {})
             changes = dict(outcome[1].get("changes") or {})
             state, code, error = OperationState.SUCCEEDED, None, None
+            # The host first (e.g. the local runtime restarts with the new configuration), so
+            # that nothing reports SUCCEEDED before the environment really works that way.
+            try:
+                self.runner.host.after_operation(self.request, True, outputs)
+            except Exception as failure:  # recorded as the operation's failure, with the reason
+                log.exception("runner.host_after_operation_failed")
+                state, code = OperationState.FAILED, "engine_error"
+                error = f"applied, but the environment could not start ({type(failure).__name__})"
         elif timed_out:
             detail = outcome[1]["detail"] if outcome else None
             state, code = OperationState.FAILED, "timeout"
@@ -481,12 +489,11 @@ class _Supervisor(threading.Thread):
             )
         log.info("runner.operation_finished", state=state, error_code=error_code)
         runner.notifier.notify(self.operation_id)
-        try:
-            runner.host.after_operation(
-                self.request, state == OperationState.SUCCEEDED, dict(outputs or {})
-            )
-        except Exception:  # the operation's own outcome stands; the host logs its trouble
-            log.exception("runner.host_after_operation_failed")
+        if state != OperationState.SUCCEEDED:
+            try:
+                runner.host.after_operation(self.request, False, {})
+            except Exception:  # the operation's own outcome stands; the host logs its trouble
+                log.exception("runner.host_after_operation_failed")
 
 
 def _signal_group(pid: int | None, signum: signal.Signals) -> None:

@@ -107,7 +107,9 @@ def function_policy(function: Function, arns: PipelineArns) -> PolicyDocument:
         ],
         "aggregator": [
             _allow("ReadAndClearWork", ["s3:GetObject", "s3:DeleteObject"], [f"{bucket}/work/*"]),
-            _allow("PublishResults", ["s3:PutObject"], [f"{bucket}/results/*"]),
+            # GetObject too: a retried Aggregate whose work object is gone finishes from the
+            # results it already published.
+            _allow("PublishResults", ["s3:PutObject", "s3:GetObject"], [f"{bucket}/results/*"]),
             _allow("MergeSummary", ["dynamodb:UpdateItem"], [table]),
         ],
         "status": [

@@ -9,9 +9,20 @@ from __future__ import annotations
 
 from typing import Final
 
+MAX_MESSAGE: Final = 1000
+
 
 class PipelineError(Exception):
-    """Base of the business failures: the file is at fault, retrying cannot help."""
+    """Base of the business failures: the file is at fault, retrying cannot help.
+
+    The message becomes the file's recorded `error.message`: it is kept to 1000 characters
+    (an object key alone may be 1024 bytes).
+    """
+
+    def __init__(self, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 1] + "…"
+        super().__init__(message)
 
 
 class InvalidFileError(PipelineError):
@@ -24,6 +35,18 @@ class ObjectNotFoundError(PipelineError):
 
 class ResultTooLargeError(PipelineError):
     """The computed result cannot be stored (e.g. beyond Step Functions' payload limit)."""
+
+
+class MalformedEventError(ValueError):
+    """An event or stage payload does not have the shape the handler expects.
+
+    Not a business error: it means a wiring bug or a foreign message, so it is not caught by
+    name; an ingest record that raises it goes back to the queue and ends in the ingest DLQ.
+    """
+
+
+class ConfigurationError(RuntimeError):
+    """A function's environment variable is missing or invalid (a deployment bug)."""
 
 
 # Caught by name and recorded as the file's FAILED reason; never retried.
@@ -41,4 +64,12 @@ RETRYABLE_FUNCTION_ERRORS: Final = (
     "ConnectTimeoutError",
     "ReadTimeoutError",
     "ConnectionClosedError",
+    # Modelled service errors reach Lambda under their own class names (botocore builds one
+    # class per error code); these are the transient ones of the services the handlers call.
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "SlowDown",
+    "ServiceUnavailable",
 )

@@ -1417,6 +1417,68 @@ def _outputs(ctx: _Context, api_endpoint: str) -> dict[str, str]:
     return {key: outputs[key] for key in spec.STACK_OUTPUTS}
 
 
+def plan_pipeline(
+    config: PipelineConfig,
+    clients: AwsClients,
+    *,
+    on_event: EventSink = _noop_sink,
+    should_stop: StopCheck = _never,
+    retry: spec.RetryPolicy | None = None,
+) -> dict[str, int]:
+    """What `apply_pipeline` would do, resource by resource, without writing anything.
+
+    The local engine's preview (the plan of an update) and refresh (drift: resources that are
+    missing or differ from the spec). Returns the count of resources by step.
+    """
+    try:
+        account_id = clients.account_id()
+    except (ClientError, BotoCoreError) as exc:
+        raise EngineError(f"the AWS emulator is not reachable: {exc}") from exc
+    ctx = _Context(config, clients, account_id, retry)
+    counts: dict[str, int] = {}
+
+    def plan_one(resource: _Resource) -> Iterator[EngineEvent]:
+        try:
+            plan = resource.plan(ctx)
+            step, changes = plan.step, list(plan.changes)
+        except ClientError as exc:
+            # Planning reads what the resource refers to; missing dependencies mean that the
+            # environment is (partly) gone, so this resource would be created too.
+            if not _absent(exc, *_MISSING_CODES):
+                raise
+            step, changes = "create", []
+        counts[step] = counts.get(step, 0) + 1
+        what = f" ({', '.join(changes)})" if changes else ""
+        yield _event(
+            EventType.RESOURCE_FINISHED,
+            resource,
+            step,
+            f"{resource.kind} {resource.name}: {_PLANNED[step]}{what}",
+            {"changes": changes},
+        )
+
+    _run_each(ctx, _resources(ctx), plan_one, on_event, should_stop, "plan")
+    return counts
+
+
+_PLANNED: Final[dict[str, str]] = {
+    "create": "would be created",
+    "update": "would be updated",
+    "same": "up to date",
+    "delete": "would be deleted",
+}
+# Error codes meaning "does not exist" across the services the plan reads.
+_MISSING_CODES: Final = (
+    "AWS.SimpleQueueService.NonExistentQueue",
+    "QueueDoesNotExist",
+    "NoSuchBucket",
+    "ResourceNotFoundException",
+    "NoSuchEntity",
+    "StateMachineDoesNotExist",
+    "404",
+)
+
+
 def destroy_pipeline(
     config: PipelineConfig,
     clients: AwsClients,

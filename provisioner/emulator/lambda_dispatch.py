@@ -527,26 +527,68 @@ def handler_invoker(
     return invoke
 
 
-def pipeline_invokers(
-    config: PipelineConfig, *, account_id: str = DEFAULT_ACCOUNT_ID
-) -> dict[str, Invoker]:
-    """In-process invokers of one environment's five functions, by physical function name.
+@dataclass(frozen=True)
+class LocalFunction:
+    """One deployed function as the local runtime runs it: handler, exact environment, limits."""
 
-    Each runs with exactly the environment `stacks.spec.function_environment` gives it.
-    """
+    function_name: str
+    handler: str
+    environment: dict[str, str]
+    memory_mb: int
+    timeout_s: int
+    region: str
+    account_id: str
+
+    def invoke(self, event: object) -> InvocationResult:
+        """Run it in this process (see `invoke_handler`)."""
+        return invoke_handler(
+            self.handler,
+            event,
+            self.environment,
+            function_name=self.function_name,
+            memory_mb=self.memory_mb,
+            timeout_s=self.timeout_s,
+            region=self.region,
+            account_id=self.account_id,
+        )
+
+
+def pipeline_functions(
+    config: PipelineConfig, *, account_id: str = DEFAULT_ACCOUNT_ID
+) -> dict[str, LocalFunction]:
+    """One environment's five functions, by physical name, each with exactly the environment
+    `stacks.spec.function_environment` gives it."""
     names = spec.names(config, account_id)
     state_machine_arn = (
         f"arn:aws:states:{config.region}:{account_id}:stateMachine:{names.state_machine}"
     )
-    invokers: dict[str, Invoker] = {}
-    for fn, fn_spec in spec.function_specs(config).items():
-        invokers[names.functions[fn]] = handler_invoker(
-            fn_spec.handler,
-            spec.function_environment(fn, config, names, state_machine_arn),
+    return {
+        names.functions[fn]: LocalFunction(
             function_name=names.functions[fn],
+            handler=fn_spec.handler,
+            environment=spec.function_environment(fn, config, names, state_machine_arn),
             memory_mb=fn_spec.memory_mb,
             timeout_s=fn_spec.timeout_s,
             region=config.region,
             account_id=account_id,
         )
-    return invokers
+        for fn, fn_spec in spec.function_specs(config).items()
+    }
+
+
+def pipeline_invokers(
+    config: PipelineConfig, *, account_id: str = DEFAULT_ACCOUNT_ID
+) -> dict[str, Invoker]:
+    """In-process invokers of one environment's five functions, by physical function name."""
+    return {
+        name: handler_invoker(
+            function.handler,
+            function.environment,
+            function_name=function.function_name,
+            memory_mb=function.memory_mb,
+            timeout_s=function.timeout_s,
+            region=function.region,
+            account_id=function.account_id,
+        )
+        for name, function in pipeline_functions(config, account_id=account_id).items()
+    }

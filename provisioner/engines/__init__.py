@@ -11,3 +11,8 @@ ENGINE_REFERENCES: Final[dict[str, str]] = {
     "local": "provisioner.engines.local:LocalEngine",
     "pulumi": "provisioner.engines.pulumi:PulumiEngine",
 }
+
+# Engines with a half in the service's own process (see provisioner.engines.base.EngineHost).
+ENGINE_HOSTS: Final[dict[str, str]] = {
+    "local": "provisioner.engines.local:LocalHost",
+}

@@ -1,0 +1,331 @@
+"""The product end to end with the local engine: environments created through the HTTP API,
+files uploaded with ordinary S3 clients, processed by the real pipeline in the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import httpx
+import pytest
+
+from handlers.core.ids import file_id
+from stacks.spec import STACK_OUTPUTS
+from tests.e2e.service import RunningService
+from tests.e2e.trades import ROWS, expected_symbols, trades_csv, trades_csv_gz
+from tests.factories import auth
+
+
+def _upload(service: RunningService, environment: dict[str, Any], key: str, body: bytes) -> str:
+    bucket = environment["outputs"]["bucketName"]
+    version = service.s3(environment).put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+    return file_id(bucket, key, version)
+
+
+def _assert_results(
+    service: RunningService, environment: dict[str, Any], item: dict[str, Any]
+) -> None:
+    result_key = item["resultKey"]
+    assert result_key == f"results/{item['fileId']}.json"
+    body = (
+        service.s3(environment)
+        .get_object(Bucket=environment["outputs"]["bucketName"], Key=result_key)["Body"]
+        .read()
+    )
+    results = json.loads(body)
+    assert set(results) == {"fileId", "objectKey", "rows", "rejectedRows", "symbols"}
+    assert results["fileId"] == item["fileId"]
+    assert results["objectKey"] == item["objectKey"]
+    assert results["rows"] == len(ROWS) == item["rowCount"]
+    assert results["rejectedRows"] == 0 == item["rejectedRows"]
+    expected = expected_symbols()
+    assert set(results["symbols"]) == set(expected)
+    for symbol, figures in expected.items():
+        got = results["symbols"][symbol]
+        for name in ("open", "high", "low", "close", "volume", "trades"):
+            assert got[name] == figures[name], (symbol, name)
+        assert got["vwap"] == pytest.approx(figures["vwap"], rel=1e-12)
+        for name in ("firstTs", "lastTs"):
+            assert datetime.fromisoformat(got[name].replace("Z", "+00:00")) == figures[name]
+
+
+def test_create_gives_a_ready_environment_with_every_output(service: RunningService) -> None:
+    environment = service.create("acme", "dev")
+    assert environment["state"] == "READY"
+    assert environment["engine"] == "local"
+    assert set(environment["outputs"]) == set(STACK_OUTPUTS)
+    assert environment["awsEndpointUrl"].startswith("http://127.0.0.1:")
+    assert environment["outputs"]["apiEndpoint"] == f"{service.base_url}/local/acme/dev/prod"
+    assert environment["outputs"]["bucketName"].startswith("p-acme-dev-")
+    ready = service.client.get("/readyz").json()
+    assert ready["checks"]["engine"]["ok"] is True
+    assert "AWS emulator" in ready["checks"]["engine"]["detail"]
+
+
+def test_files_are_processed_as_the_design_says(service: RunningService) -> None:
+    environment = service.create("acme", "files")
+    good = _upload(service, environment, "incoming/trades 2026+11 é.csv", trades_csv())
+    gzipped = _upload(service, environment, "incoming/trades.csv.gz", trades_csv_gz())
+    bad = _upload(service, environment, "incoming/bad.csv", b"time,sym,px,qty\n1,2,3,4\n")
+    for identifier in (good, gzipped):
+        item = service.wait_for_file("acme", "files", identifier)
+        assert item["status"] == "COMPLETED", item
+        assert item["symbolCount"] == 3
+        _assert_results(service, environment, item)
+    failed = service.wait_for_file("acme", "files", bad)
+    assert failed["status"] == "FAILED"
+    assert failed["error"]["stage"] == "validator"
+    assert failed["error"]["type"] == "InvalidFileError"
+    assert "header" in failed["error"]["message"]
+    # The same file through the environment's own status API (what API Gateway serves on AWS).
+    api = environment["outputs"]["apiEndpoint"]
+    by_id = httpx.get(f"{api}/status/{good}", headers=auth())
+    assert by_id.status_code == 200
+    assert by_id.json()["status"] == "COMPLETED"
+    assert by_id.json()["objectKey"] == "incoming/trades 2026+11 é.csv"
+    by_key = httpx.get(
+        f"{api}/files", params={"key": "incoming/trades 2026+11 é.csv"}, headers=auth()
+    )
+    assert [f["fileId"] for f in by_key.json()["files"]] == [good]
+    assert httpx.get(f"{api}/status/{'0' * 64}", headers=auth()).status_code == 404
+    assert httpx.get(f"{api}/status/nope", headers=auth()).status_code == 400
+    assert httpx.get(f"{api}/status/{good}").status_code == 401
+    # The listing counts them all.
+    listing = service.client.get("/environments/acme/files/files").json()
+    assert listing["counts"] == {"COMPLETED": 2, "FAILED": 1}
+    assert {f["fileId"] for f in listing["items"]} == {good, gzipped, bad}
+    failed_only = service.client.get("/environments/acme/files/files?status=FAILED").json()
+    assert [f["fileId"] for f in failed_only["items"]] == [bad]
+    # The bad file's stage DLQ holds its message.
+    queues = {
+        q["name"]: q for q in service.client.get("/environments/acme/files/dlq").json()["queues"]
+    }
+    assert queues["validator"]["depth"] == 1
+    assert queues["validator"]["messages"][0]["fileId"] == bad
+    assert "InvalidFileError" in queues["validator"]["messages"][0]["reason"]
+    assert queues["ingest"]["depth"] == queues["processor"]["depth"] == 0
+
+
+def test_duplicates_and_new_versions(service: RunningService) -> None:
+    environment = service.create("acme", "dups")
+    bucket = environment["outputs"]["bucketName"]
+    s3 = service.s3(environment)
+    first = s3.put_object(Bucket=bucket, Key="incoming/t.csv", Body=trades_csv())["VersionId"]
+    second = s3.put_object(Bucket=bucket, Key="incoming/t.csv", Body=trades_csv())["VersionId"]
+    ids = [file_id(bucket, "incoming/t.csv", version) for version in (first, second)]
+    assert ids[0] != ids[1]  # a new version of a key is a new file
+    for identifier in ids:
+        assert service.wait_for_file("acme", "dups", identifier)["status"] == "COMPLETED"
+    versions = httpx.get(
+        f"{environment['outputs']['apiEndpoint']}/files",
+        params={"key": "incoming/t.csv"},
+        headers=auth(),
+    ).json()["files"]
+    assert [f["fileId"] for f in versions] == [ids[1], ids[0]]  # newest first
+    # A copy outside incoming/ is not picked up.
+    s3.put_object(Bucket=bucket, Key="staging/t.csv", Body=trades_csv())
+    time.sleep(1)
+    assert service.client.get("/environments/acme/dups/files").json()["total"] == 2
+
+
+def test_two_tenants_stay_isolated(service: RunningService) -> None:
+    acme = service.create("acme", "iso")
+    globex = service.create("globex", "iso")
+    assert acme["outputs"]["bucketName"] != globex["outputs"]["bucketName"]
+    identifier = _upload(service, acme, "incoming/a.csv", trades_csv())
+    assert service.wait_for_file("acme", "iso", identifier)["status"] == "COMPLETED"
+    assert service.client.get("/environments/globex/iso/files").json()["total"] == 0
+    assert service.client.get(f"/environments/globex/iso/files/{identifier}").status_code == 404
+    api = globex["outputs"]["apiEndpoint"]
+    assert httpx.get(f"{api}/status/{identifier}", headers=auth()).status_code == 404
+    # A globex key cannot see acme's files at all.
+    key = service.client.post("/admin/api-keys", json={"scope": "tenant:globex"}).json()["key"]
+    assert (
+        httpx.get(f"{service.base_url}/environments/acme/iso/files", headers=auth(key)).status_code
+        == 404
+    )
+    assert (
+        httpx.get(
+            f"{acme['outputs']['apiEndpoint']}/status/{identifier}", headers=auth(key)
+        ).status_code
+        == 404
+    )
+
+
+def test_update_takes_effect(service: RunningService) -> None:
+    environment = service.create("acme", "upd")
+    rows = [*ROWS] + [("not-a-time", "AAPL", "1", "1")] * 1  # 1 bad row in 7: 14%
+    strict = _upload(service, environment, "incoming/strict.csv", trades_csv(rows))
+    assert service.wait_for_file("acme", "upd", strict)["status"] == "FAILED"
+    response = service.client.patch(
+        "/environments/acme/upd", json={"config": {"max_bad_row_ratio": 0.5}}
+    )
+    assert response.status_code == 202
+    assert service.wait(response.json()["id"])["state"] == "SUCCEEDED"
+    lenient = _upload(service, environment, "incoming/lenient.csv", trades_csv(rows))
+    item = service.wait_for_file("acme", "upd", lenient)
+    assert item["status"] == "COMPLETED", item
+    assert item["rejectedRows"] == 1
+    assert item["rowCount"] == len(ROWS)
+
+
+def test_retry_and_redrive(service: RunningService) -> None:
+    environment = service.create("acme", "ops")
+    bad = _upload(service, environment, "incoming/bad.csv", b"wrong,header\n1,2\n")
+    good = _upload(service, environment, "incoming/good.csv", trades_csv())
+    assert service.wait_for_file("acme", "ops", bad)["status"] == "FAILED"
+    assert service.wait_for_file("acme", "ops", good)["status"] == "COMPLETED"
+    # Only a FAILED file can be retried.
+    conflict = service.client.post(f"/environments/acme/ops/files/{good}/retry")
+    assert conflict.status_code == 409
+    retried = service.client.post(f"/environments/acme/ops/files/{bad}/retry")
+    assert retried.status_code == 202, retried.text
+    assert retried.json()["status"] == "RECEIVED"
+    assert retried.json()["attempt"] == 2
+    assert retried.json()["lastError"]["stage"] == "validator"
+    again = service.wait_for_file("acme", "ops", bad)
+    assert again["status"] == "FAILED"  # the same object version is still bad
+    assert again["attempt"] == 2
+    assert service.client.post(f"/environments/acme/ops/files/{'f' * 64}/retry").status_code == 404
+    # Redrive: an event in the ingest DLQ goes back to the ingest queue and is processed.
+    bucket = environment["outputs"]["bucketName"]
+    s3 = service.s3(environment)
+    version = s3.put_object(Bucket=bucket, Key="staging/late.csv", Body=trades_csv())["VersionId"]
+    event = {
+        "version": "0",
+        "id": "redrive-test",
+        "detail-type": "Object Created",
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-11-27T00:00:00Z",
+        "region": environment["region"],
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": "staging/late.csv", "size": 1, "etag": "x", "version-id": version},
+            "request-id": "r",
+            "requester": "123456789012",
+            "reason": "PutObject",
+        },
+    }
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=environment["awsEndpointUrl"],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    sqs.send_message(
+        QueueUrl=environment["outputs"]["ingestDlqUrl"],
+        MessageBody=json.dumps(event),
+        MessageGroupId="incoming",
+    )
+    queues = {
+        q["name"]: q for q in service.client.get("/environments/acme/ops/dlq").json()["queues"]
+    }
+    late = file_id(bucket, "staging/late.csv", version)
+    assert queues["ingest"]["depth"] == 1
+    assert queues["ingest"]["messages"][0]["fileId"] == late
+    moved = service.client.post("/environments/acme/ops/dlq/ingest/redrive")
+    assert moved.json() == {"moved": 1}
+    assert service.wait_for_file("acme", "ops", late)["status"] == "COMPLETED"
+    assert service.client.get("/environments/acme/ops/dlq").json()["queues"][0]["depth"] == 0
+
+
+def test_destroy_leaves_nothing_and_the_name_can_be_reused(service: RunningService) -> None:
+    environment = service.create("acme", "gone")
+    _upload(service, environment, "incoming/x.csv", trades_csv())
+    response = service.client.delete("/environments/acme/gone")
+    assert service.wait(response.json()["id"])["state"] == "SUCCEEDED"
+    assert service.client.get("/environments/acme/gone").json()["state"] == "DESTROYED"
+    endpoint = environment["awsEndpointUrl"]
+    session = boto3.Session(
+        aws_access_key_id="l", aws_secret_access_key="l", region_name="us-east-1"
+    )
+    prefix = "p-acme-gone-"
+    assert not [
+        b
+        for b in session.client("s3", endpoint_url=endpoint).list_buckets()["Buckets"]
+        if b["Name"].startswith(prefix)
+    ]
+    assert not [
+        u
+        for u in session.client("sqs", endpoint_url=endpoint).list_queues().get("QueueUrls", [])
+        if prefix in u
+    ]
+    assert not [
+        t
+        for t in session.client("dynamodb", endpoint_url=endpoint).list_tables()["TableNames"]
+        if t.startswith(prefix)
+    ]
+    assert not [
+        f
+        for f in session.client("lambda", endpoint_url=endpoint).list_functions()["Functions"]
+        if f["FunctionName"].startswith(prefix)
+    ]
+    assert not [
+        m
+        for m in session.client("stepfunctions", endpoint_url=endpoint).list_state_machines()[
+            "stateMachines"
+        ]
+        if m["name"].startswith(prefix)
+    ]
+    assert not [
+        r
+        for r in session.client("iam", endpoint_url=endpoint).list_roles()["Roles"]
+        if r["RoleName"].startswith(prefix)
+    ]
+    assert not [
+        r
+        for r in session.client("events", endpoint_url=endpoint).list_rules()["Rules"]
+        if r["Name"].startswith(prefix)
+    ]
+    again = service.create("acme", "gone")
+    assert again["state"] == "READY"
+    identifier = _upload(service, again, "incoming/y.csv", trades_csv())
+    assert service.wait_for_file("acme", "gone", identifier)["status"] == "COMPLETED"
+
+
+def test_the_aws_cli_uploads_like_a_newcomer_would(service: RunningService, tmp_path: Path) -> None:
+    environment = service.create("acme", "cli")
+    sample = tmp_path / "trades.csv"
+    sample.write_bytes(trades_csv())
+    bucket = environment["outputs"]["bucketName"]
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "awscli",
+            "s3",
+            "cp",
+            str(sample),
+            f"s3://{bucket}/incoming/trades.csv",
+            "--endpoint-url",
+            environment["awsEndpointUrl"],
+        ],
+        env={
+            **os.environ,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert "upload:" in completed.stdout
+    versions = service.s3(environment).list_object_versions(
+        Bucket=bucket, Prefix="incoming/trades.csv"
+    )
+    identifier = file_id(bucket, "incoming/trades.csv", versions["Versions"][0]["VersionId"])
+    assert service.wait_for_file("acme", "cli", identifier)["status"] == "COMPLETED"
