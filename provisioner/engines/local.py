@@ -33,6 +33,7 @@ from provisioner.emulator.apply import (
 )
 from provisioner.emulator.lambda_dispatch import (
     DEFAULT_ACCOUNT_ID,
+    FunctionStats,
     InvocationResult,
     LambdaDispatcher,
 )
@@ -181,6 +182,10 @@ class LocalHost:
 
     def environment_extras(self) -> dict[str, str]:
         return {"awsEndpointUrl": self.endpoint_url}
+
+    def invocation_stats(self) -> dict[str, FunctionStats]:
+        """Per-function invocation figures since the service started (bench/dataplane.py)."""
+        return self._dispatcher.stats()
 
     def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
         session = boto3.Session(
