@@ -1,5 +1,8 @@
 # One command runs the service (`make run`), one runs the tests (`make test`).
 PYTHON ?= python3
+# Two test processes (the machines here have two cores); a module's tests stay together so that
+# module-scoped services (the e2e tests' running service) start once.
+PYTEST_ARGS ?= -n 2 --dist loadfile
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
