@@ -10,7 +10,7 @@ Errors are JSON `{"error": <code>, "detail": <text>}`: 400 for a malformed id or
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
@@ -20,32 +20,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.core import runtime
 from handlers.core.ids import is_file_id
+from handlers.core.status_model import PUBLIC_ITEM_FIELDS
 from handlers.core.status_store import StatusStore
 
 logger = Logger()
 app = APIGatewayRestResolver()
-
-# Item fields the API returns (DESIGN §3 plus the retry bookkeeping); internal ones such as
-# statusRank and executionArn stay inside.
-PUBLIC_FIELDS: Final = (
-    "fileId",
-    "bucket",
-    "objectKey",
-    "versionId",
-    "status",
-    "stage",
-    "receivedAt",
-    "updatedAt",
-    "expirationTime",
-    "attempt",
-    "rowCount",
-    "rejectedRows",
-    "symbols",
-    "symbolCount",
-    "resultKey",
-    "error",
-    "lastError",
-)
 
 
 class ApiError(Exception):
@@ -57,7 +36,7 @@ class ApiError(Exception):
 
 
 def public_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {field: item[field] for field in PUBLIC_FIELDS if field in item}
+    return {field: item[field] for field in PUBLIC_ITEM_FIELDS if field in item}
 
 
 @app.get("/status/<file_id>")

@@ -20,7 +20,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.core.ids import execution_name, file_id, is_file_id
-from handlers.core.status_model import FileStatus
+from handlers.core.status_model import PUBLIC_ITEM_FIELDS, FileStatus
 from handlers.core.status_store import RetryNotAllowedError, StatusStore
 from provisioner.engines.base import DataPlaneAccess
 from provisioner.errors import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
@@ -204,33 +204,13 @@ class EnvironmentDataPlane:
         return moved
 
 
-_LISTING_FIELDS: Final = (
-    "fileId",
-    "bucket",
-    "objectKey",
-    "versionId",
-    "status",
-    "stage",
-    "attempt",
-    "receivedAt",
-    "updatedAt",
-    "expirationTime",
-    "rowCount",
-    "rejectedRows",
-    "symbolCount",
-    "resultKey",
-    "error",
-    "lastError",
-)
+def _public(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: item[name] for name in PUBLIC_ITEM_FIELDS if name in item}
 
 
 def _listing(item: Mapping[str, Any]) -> dict[str, Any]:
     """A file in a list: everything but the (possibly large) per-symbol map."""
-    return {name: item[name] for name in _LISTING_FIELDS if name in item}
-
-
-def _public(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {**_listing(item), **({"symbols": item["symbols"]} if "symbols" in item else {})}
+    return {name: value for name, value in _public(item).items() if name != "symbols"}
 
 
 def _dead_letter(queue: str, message: Mapping[str, Any]) -> DeadLetter:

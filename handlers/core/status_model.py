@@ -43,3 +43,25 @@ OBJECT_KEY_INDEX: Final = "objectKey-index"
 
 # Pipeline stages, as recorded in `stage` and in `error.stage`.
 STAGES: Final = ("ingest", "validator", "processor", "aggregator")
+
+# Item fields shown outside the pipeline (DESIGN §3 plus the retry bookkeeping), by the status
+# API and the provisioner alike; internal ones such as statusRank and executionArn stay inside.
+PUBLIC_ITEM_FIELDS: Final = (
+    "fileId",
+    "bucket",
+    "objectKey",
+    "versionId",
+    "status",
+    "stage",
+    "receivedAt",
+    "updatedAt",
+    "expirationTime",
+    "attempt",
+    "rowCount",
+    "rejectedRows",
+    "symbols",
+    "symbolCount",
+    "resultKey",
+    "error",
+    "lastError",
+)

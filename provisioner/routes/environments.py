@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -119,114 +120,56 @@ def update_environment(
     return accepted(operation, request, response)
 
 
-def _run(
-    kind: OperationKind,
-    tenant: str,
-    name: str,
-    request: Request,
-    response: Response,
-    principal: PrincipalDep,
-    service: EnvironmentServiceDep,
-    runner: RunnerDep,
-    idempotency_key: str | None,
-) -> OperationPublic:
-    audit_target(request, tenant, f"{tenant}/{name}")
-    fingerprint = request_fingerprint(request.method, request.url.path, {"kind": kind})
-    operation = service.replay(principal, idempotency_key, fingerprint) or service.run(
-        principal, tenant, name, kind, idempotency_key, fingerprint
-    )
-    service.session.commit()
-    runner.wake()
-    return accepted(operation, request, response)
+def _operation_route(kind: OperationKind, summary: str) -> Callable[..., OperationPublic]:
+    """The route of an operation that takes no body: destroy, refresh, preview."""
+
+    def run(
+        tenant: str,
+        name: str,
+        request: Request,
+        response: Response,
+        principal: PrincipalDep,
+        service: EnvironmentServiceDep,
+        runner: RunnerDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> OperationPublic:
+        audit_target(request, tenant, f"{tenant}/{name}")
+        fingerprint = request_fingerprint(request.method, request.url.path, {"kind": kind})
+        operation = service.replay(principal, idempotency_key, fingerprint) or service.run(
+            principal, tenant, name, kind, idempotency_key, fingerprint
+        )
+        service.session.commit()
+        runner.wake()
+        return accepted(operation, request, response)
+
+    run.__name__ = f"{kind}_environment"
+    run.__doc__ = summary
+    return run
 
 
-@router.delete(
-    "/{tenant}/{name}",
-    status_code=202,
-    response_model=OperationPublic,
-    responses=errors(404, 409),
-    summary="Destroy an environment (every resource, every object version)",
-)
-def destroy_environment(
-    tenant: str,
-    name: str,
-    request: Request,
-    response: Response,
-    principal: PrincipalDep,
-    service: EnvironmentServiceDep,
-    runner: RunnerDep,
-    idempotency_key: IdempotencyKey = None,
-) -> OperationPublic:
-    return _run(
+for _method, _path, _kind, _summary in (
+    (
+        "DELETE",
+        "/{tenant}/{name}",
         OperationKind.DESTROY,
-        tenant,
-        name,
-        request,
-        response,
-        principal,
-        service,
-        runner,
-        idempotency_key,
-    )
-
-
-@router.post(
-    "/{tenant}/{name}/refresh",
-    status_code=202,
-    response_model=OperationPublic,
-    responses=errors(404, 409),
-    summary="Check for drift between the stack and what exists",
-)
-def refresh_environment(
-    tenant: str,
-    name: str,
-    request: Request,
-    response: Response,
-    principal: PrincipalDep,
-    service: EnvironmentServiceDep,
-    runner: RunnerDep,
-    idempotency_key: IdempotencyKey = None,
-) -> OperationPublic:
-    return _run(
+        "Destroy an environment (every resource, every object version)",
+    ),
+    (
+        "POST",
+        "/{tenant}/{name}/refresh",
         OperationKind.REFRESH,
-        tenant,
-        name,
-        request,
-        response,
-        principal,
-        service,
-        runner,
-        idempotency_key,
-    )
-
-
-@router.post(
-    "/{tenant}/{name}/preview",
-    status_code=202,
-    response_model=OperationPublic,
-    responses=errors(404, 409),
-    summary="Plan what an update would change",
-)
-def preview_environment(
-    tenant: str,
-    name: str,
-    request: Request,
-    response: Response,
-    principal: PrincipalDep,
-    service: EnvironmentServiceDep,
-    runner: RunnerDep,
-    idempotency_key: IdempotencyKey = None,
-) -> OperationPublic:
-    return _run(
-        OperationKind.PREVIEW,
-        tenant,
-        name,
-        request,
-        response,
-        principal,
-        service,
-        runner,
-        idempotency_key,
+        "Check for drift between the stack and what exists",
+    ),
+    ("POST", "/{tenant}/{name}/preview", OperationKind.PREVIEW, "Plan what an update would change"),
+):
+    router.add_api_route(
+        _path,
+        _operation_route(_kind, _summary),
+        methods=[_method],
+        status_code=202,
+        response_model=OperationPublic,
+        responses=errors(404, 409),
+        summary=_summary,
     )
 
 
