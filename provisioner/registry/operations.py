@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from provisioner.registry.tables import (
     ACTIVE_OPERATION_STATES,
@@ -28,7 +28,12 @@ class OperationRepository:
     def by_ids(self, operation_ids: Sequence[str]) -> dict[str, OperationRow]:
         if not operation_ids:
             return {}
-        rows = self.session.scalars(select(OperationRow).where(OperationRow.id.in_(operation_ids)))
+        # For listings: the full request (a PipelineConfig) is not shown, so not loaded.
+        rows = self.session.scalars(
+            select(OperationRow)
+            .options(defer(OperationRow.request))
+            .where(OperationRow.id.in_(operation_ids))
+        )
         return {row.id: row for row in rows}
 
     def add(self, row: OperationRow) -> None:
