@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from provisioner import exception_handlers, openapi
 from provisioner.audit import AuditMiddleware
 from provisioner.auth import ensure_bootstrap_admin_key
+from provisioner.dashboard.routes import router as dashboard_router
 from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
 from provisioner.engines.base import EngineHost, WorkerOnlyHost
 from provisioner.environments import recreate_ephemeral_environments
@@ -108,6 +109,7 @@ def create_app(
         local_api.router,
     ):
         app.include_router(router)
+    app.include_router(dashboard_router)
     return app
 
 
