@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioner.auth import Principal
-from provisioner.engines.base import EventType, OperationKind
+from provisioner.engines.base import EngineEvent, EventType, OperationKind
 from provisioner.errors import (
     ConflictError,
     InvalidRequestError,
@@ -27,7 +27,6 @@ from provisioner.registry.tables import (
     ACTIVE_OPERATION_STATES,
     EnvironmentRow,
     EnvironmentState,
-    OperationEventRow,
     OperationRow,
     OperationState,
     utcnow,
@@ -369,6 +368,16 @@ def settle(
     ):
         return False
     session.refresh(operation)
+    # The final event goes with the final state, in the same transaction: a stream that sees
+    # the state final and nothing left to read has seen everything.
+    operations.append_event(
+        operation.id,
+        EngineEvent(
+            EventType.FINISHED,
+            f"operation {final_state.lower()}" + (f": {error}" if error else ""),
+            data={"state": final_state, "changes": dict(changes or {})},
+        ),
+    )
     environment = EnvironmentRepository(session).get_by_id(operation.environment_id)
     if environment is None:
         return True
@@ -438,18 +447,8 @@ def recreate_ephemeral_environments(
             None,
             request_fingerprint("RESTART", environment.id, None),
         )
-        operations.add_event(
-            OperationEventRow(
-                operation_id=operation.id,
-                seq=1,
-                type=EventType.DIAGNOSTIC,
-                message=RESTART_NOTE,
-                severity="warning",
-                data={},
-                progress_done=0,
-                progress_total=0,
-                created_at=utcnow(),
-            )
+        operations.append_event(
+            operation.id, EngineEvent(EventType.DIAGNOSTIC, RESTART_NOTE, severity="warning")
         )
         recreated.append(operation)
     session.flush()

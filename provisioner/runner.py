@@ -37,7 +37,7 @@ from provisioner.metrics import Metrics
 from provisioner.notifier import OperationNotifier
 from provisioner.registry.database import Database
 from provisioner.registry.operations import OperationRepository
-from provisioner.registry.tables import OperationEventRow, OperationRow, OperationState, utcnow
+from provisioner.registry.tables import OperationRow, OperationState, utcnow
 from provisioner.settings import Settings
 from provisioner.worker import CANCEL, ERROR, EVENT, EXPECT, RESULT, run_worker
 from stacks.config import PipelineConfig
@@ -201,11 +201,6 @@ class OperationRunner:
                     error_code="interrupted",
                     error=reason,
                 ):
-                    self._append_event(
-                        session,
-                        operation.id,
-                        EngineEvent(EventType.FINISHED, f"operation interrupted: {reason}"),
-                    )
                     self.metrics.operations_finished.labels(
                         operation.kind, OperationState.INTERRUPTED
                     ).inc()
@@ -216,36 +211,6 @@ class OperationRunner:
         return reaped
 
     # --- events ---
-
-    def _append_event(
-        self,
-        session: Any,
-        operation_id: str,
-        event: EngineEvent,
-        done: int | None = None,
-        total: int | None = None,
-    ) -> OperationEventRow:
-        operations = OperationRepository(session)
-        if done is None or total is None:
-            current = operations.get(operation_id)
-            done = current.progress_done if current else 0
-            total = current.progress_total if current else 0
-        row = OperationEventRow(
-            operation_id=operation_id,
-            seq=operations.next_event_seq(operation_id),
-            type=event.type,
-            message=event.message,
-            resource=event.resource,
-            resource_type=event.resource_type,
-            step=event.step,
-            severity=event.severity,
-            data=dict(event.data),
-            progress_done=done,
-            progress_total=total,
-            created_at=utcnow(),
-        )
-        operations.add_event(row)
-        return row
 
 
 class _Supervisor(threading.Thread):
@@ -401,7 +366,9 @@ class _Supervisor(threading.Thread):
 
     def _record(self, event: EngineEvent) -> None:
         with self.runner.database.session() as session:
-            self.runner._append_event(session, self.operation_id, event, self._done, self._total)
+            OperationRepository(session).append_event(
+                self.operation_id, event, self._done, self._total
+            )
             OperationRepository(session).set_progress(self.operation_id, self._done, self._total)
         self.runner.notifier.notify(self.operation_id)
 
@@ -470,18 +437,6 @@ class _Supervisor(threading.Thread):
                 changes=changes,
             ):
                 return
-            message = f"operation {state.lower()}" + (f": {error}" if error else "")
-            runner._append_event(
-                session,
-                self.operation_id,
-                EngineEvent(
-                    EventType.FINISHED,
-                    message,
-                    data={"state": state, "changes": dict(changes or {})},
-                ),
-                self._done,
-                self._total,
-            )
         runner.metrics.operations_finished.labels(self.kind, state).inc()
         if started_at is not None:
             runner.metrics.operation_duration.labels(self.kind).observe(

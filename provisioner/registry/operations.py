@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, defer
 
+from provisioner.engines.base import EngineEvent
 from provisioner.registry.tables import (
     ACTIVE_OPERATION_STATES,
     OperationEventRow,
@@ -155,6 +156,36 @@ class OperationRepository:
     def add_event(self, row: OperationEventRow) -> None:
         self.session.add(row)
         self.session.flush()
+
+    def append_event(
+        self,
+        operation_id: str,
+        event: EngineEvent,
+        done: int | None = None,
+        total: int | None = None,
+    ) -> OperationEventRow:
+        """Record the operation's next event (ids increase by one within an operation), with
+        the progress given or, by default, the operation's current progress."""
+        if done is None or total is None:
+            current = self.get(operation_id)
+            done = current.progress_done if current else 0
+            total = current.progress_total if current else 0
+        row = OperationEventRow(
+            operation_id=operation_id,
+            seq=self.next_event_seq(operation_id),
+            type=event.type,
+            message=event.message,
+            resource=event.resource,
+            resource_type=event.resource_type,
+            step=event.step,
+            severity=event.severity,
+            data=dict(event.data),
+            progress_done=done,
+            progress_total=total,
+            created_at=utcnow(),
+        )
+        self.add_event(row)
+        return row
 
     def events_after(
         self, operation_id: str, after_seq: int, limit: int = 500

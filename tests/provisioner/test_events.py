@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from provisioner.app import create_app
 from tests.factories import auth, environment_body, sse_events, wait_for_operation
+from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 
 
 def _stream(client: TestClient, operation_id: str, **headers: str) -> list[dict[str, Any]]:
@@ -70,3 +73,22 @@ def test_unknown_operation_stream_is_404(client: TestClient) -> None:
     response = client.get("/operations/nope/events", headers=auth())
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+
+
+def test_a_cancelled_queued_operation_streams_its_end_too(
+    tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path / "data", database_url, max_concurrent_operations=1)
+    gate = tmp_path / "gate"
+    with TestClient(create_app(settings, engine_reference=SCRIPTED_ENGINE)) as client:
+        body = environment_body(name="blocker", script={"gate": str(gate)})
+        blocker = client.post("/environments", json=body, headers=auth()).json()
+        wait_for_operation(client, blocker["id"], states=("RUNNING",))
+        body = environment_body(name="queued")
+        queued = client.post("/environments", json=body, headers=auth()).json()
+        client.post(f"/operations/{queued['id']}/cancel", headers=auth())
+        events = _stream(client, queued["id"])
+        assert [e["event"] for e in events] == ["operation.finished"]
+        assert events[-1]["data"]["data"]["state"] == "CANCELLED"
+        gate.touch()
+        wait_for_operation(client, blocker["id"])
