@@ -3,10 +3,11 @@ process, with the local engine and its emulator on another free port."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import uvicorn
 from pydantic import SecretStr
 
+from handlers.core.ids import file_id
 from provisioner.app import create_app
 from provisioner.settings import Settings
 from tests.factories import ADMIN_KEY, FINAL_STATES, auth
@@ -61,6 +63,41 @@ class RunningService:
             aws_secret_access_key="local",
         )
 
+    def upload(self, environment: dict[str, Any], key: str, body: bytes) -> str:
+        """Put an object in the environment's bucket; returns its fileId."""
+        bucket = environment["outputs"]["bucketName"]
+        version = self.s3(environment).put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+        return file_id(bucket, key, version)
+
+    def dead_letter(self, environment: dict[str, Any], key: str, body: bytes) -> str:
+        """An object whose S3 event sits in the ingest DLQ, as if ingest had given up on it.
+        The key should be outside incoming/, so that the upload itself starts nothing."""
+        bucket, region = environment["outputs"]["bucketName"], environment["region"]
+        version = self.s3(environment).put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
+        event = {
+            "version": "0", "id": f"dead-{version}", "detail-type": "Object Created",
+            "source": "aws.s3", "account": "123456789012", "time": "2026-11-27T00:00:00Z",
+            "region": region, "resources": [f"arn:aws:s3:::{bucket}"],
+            "detail": {
+                "version": "0", "bucket": {"name": bucket}, "request-id": "r",
+                "object": {"key": key, "size": len(body), "etag": "x", "version-id": version},
+                "requester": "123456789012", "reason": "PutObject",
+            },
+        }  # fmt: skip
+        sqs = boto3.client(
+            "sqs",
+            endpoint_url=environment["awsEndpointUrl"],
+            region_name=region,
+            aws_access_key_id="local",
+            aws_secret_access_key="local",
+        )
+        sqs.send_message(
+            QueueUrl=environment["outputs"]["ingestDlqUrl"],
+            MessageBody=json.dumps(event),
+            MessageGroupId="incoming",
+        )
+        return file_id(bucket, key, version)
+
     def wait_for_file(
         self, tenant: str, name: str, file_id: str, timeout: float = 60
     ) -> dict[str, Any]:
@@ -75,34 +112,53 @@ class RunningService:
 
 
 @contextmanager
-def running_service(data_dir: Path, **overrides: Any) -> Iterator[RunningService]:
-    port = free_port()
-    settings = Settings.model_validate(
-        {
-            "data_dir": data_dir,
-            "admin_key": SecretStr(ADMIN_KEY),
-            "engine": "local",
-            "port": port,
-            "local_aws_port": free_port(),
-            "heartbeat_interval_s": 0.2,
-            "heartbeat_timeout_s": 2.0,
-            **overrides,
-        }
+def serve(make_app: Callable[[int], Any]) -> Iterator[str]:
+    """Run the app `make_app(port)` builds with uvicorn in a thread, on a socket bound here
+    first (no port race; the app may need its own port, e.g. for its apiEndpoint outputs)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(make_app(port), log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="e2e-service", daemon=True
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
-    )
-    thread = threading.Thread(target=server.run, name="e2e-service", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started:
         assert thread.is_alive(), "the service failed to start"
         assert time.monotonic() < deadline, "the service did not start in time"
         time.sleep(0.05)
-    base_url = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=base_url, headers=auth(), timeout=30) as client:
-            yield RunningService(settings, base_url, client)
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(60)
+        sock.close()
+
+
+@contextmanager
+def running_service(data_dir: Path, **overrides: Any) -> Iterator[RunningService]:
+    """The service with the local engine (by default), in this process."""
+    settings: Settings | None = None
+
+    def make_app(port: int) -> Any:
+        nonlocal settings
+        settings = Settings.model_validate(
+            {
+                "data_dir": data_dir,
+                "admin_key": SecretStr(ADMIN_KEY),
+                "engine": "local",
+                "port": port,
+                "local_aws_port": free_port(),
+                "heartbeat_interval_s": 0.2,
+                "heartbeat_timeout_s": 2.0,
+                **overrides,
+            }
+        )
+        return create_app(settings)
+
+    with serve(make_app) as base_url:
+        assert settings is not None
+        with httpx.Client(base_url=base_url, headers=auth(), timeout=30) as client:
+            yield RunningService(settings, base_url, client)

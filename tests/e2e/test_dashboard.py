@@ -19,27 +19,21 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
-from handlers.core.ids import file_id
 from provisioner.app import create_app
 from provisioner.settings import Settings
-from tests.e2e.service import RunningService, free_port
+from tests.e2e.service import RunningService, free_port, serve
 from tests.e2e.trades import trades_csv
 from tests.factories import ADMIN_KEY, auth, environment_body
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
@@ -79,38 +73,13 @@ class Service:
         return operation_id
 
 
-@contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run `app` with uvicorn in a thread, on a socket bound here (no port race)."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_config=None, access_log=False, ws="none", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="dashboard-service", daemon=True
-    )
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the service failed to start"
-        assert time.monotonic() < deadline, "the service did not start in time"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
-
-
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The service with the scripted engine (its speed and failures set by tags)."""
     root = tmp_path_factory.mktemp("dashboard")
     settings = make_settings(root / "data", f"sqlite:///{root / 'registry.db'}")
     with (
-        serve(create_app(settings, engine_reference=SCRIPTED_ENGINE)) as url,
+        serve(lambda _port: create_app(settings, engine_reference=SCRIPTED_ENGINE)) as url,
         httpx.Client(base_url=url, headers=auth(), timeout=30) as client,
     ):
         yield Service(url, root, client)
@@ -461,40 +430,6 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningService]:
             process.wait(10)
 
 
-def _upload(service: RunningService, environment: dict[str, Any], key: str, body: bytes) -> str:
-    bucket = environment["outputs"]["bucketName"]
-    version = service.s3(environment).put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
-    return file_id(bucket, key, version)
-
-
-def _dead_letter(service: RunningService, environment: dict[str, Any], key: str) -> None:
-    """An S3 event in the ingest DLQ, as if ingest had given up on it."""
-    bucket = environment["outputs"]["bucketName"]
-    version = service.s3(environment).put_object(Bucket=bucket, Key=key, Body=trades_csv())
-    event = {
-        "version": "0", "id": "dashboard-redrive", "detail-type": "Object Created",
-        "source": "aws.s3", "account": "123456789012", "time": "2026-11-27T00:00:00Z",
-        "region": environment["region"], "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {
-            "version": "0", "bucket": {"name": bucket}, "request-id": "r",
-            "object": {"key": key, "size": 1, "etag": "x", "version-id": version["VersionId"]},
-            "requester": "123456789012", "reason": "PutObject",
-        },
-    }  # fmt: skip
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=environment["awsEndpointUrl"],
-        region_name=environment["region"],
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-    sqs.send_message(
-        QueueUrl=environment["outputs"]["ingestDlqUrl"],
-        MessageBody=json.dumps(event),
-        MessageGroupId="incoming",
-    )
-
-
 def test_real_files_complete_fail_retry_and_redrive(page: Page, local: RunningService) -> None:
     # Created through the form, followed live to READY: the real resources of the local engine.
     sign_in(page, local.base_url)
@@ -509,11 +444,11 @@ def test_real_files_complete_fail_retry_and_redrive(page: Page, local: RunningSe
     screenshot(page, "environment-local", full_page=True)
 
     environment = local.client.get("/environments/acme/files").json()
-    good = _upload(local, environment, "incoming/good.csv", trades_csv())
-    bad = _upload(local, environment, "incoming/bad.csv", b"wrong,header\n1,2\n")
+    good = local.upload(environment, "incoming/good.csv", trades_csv())
+    bad = local.upload(environment, "incoming/bad.csv", b"wrong,header\n1,2\n")
     assert local.wait_for_file("acme", "files", good)["status"] == "COMPLETED"
     assert local.wait_for_file("acme", "files", bad)["status"] == "FAILED"
-    _dead_letter(local, environment, "staging/late.csv")
+    local.dead_letter(environment, "staging/late.csv", trades_csv())
 
     page.get_by_role("link", name="Files", exact=True).click()
     counts = page.get_by_role("group", name="Files by status")

@@ -23,12 +23,6 @@ from tests.e2e.trades import ROWS, expected_symbols, trades_csv, trades_csv_gz
 from tests.factories import auth
 
 
-def _upload(service: RunningService, environment: dict[str, Any], key: str, body: bytes) -> str:
-    bucket = environment["outputs"]["bucketName"]
-    version = service.s3(environment).put_object(Bucket=bucket, Key=key, Body=body)["VersionId"]
-    return file_id(bucket, key, version)
-
-
 def _assert_results(
     service: RunningService, environment: dict[str, Any], item: dict[str, Any]
 ) -> None:
@@ -71,9 +65,9 @@ def test_create_gives_a_ready_environment_with_every_output(service: RunningServ
 
 def test_files_are_processed_as_the_design_says(service: RunningService) -> None:
     environment = service.create("acme", "files")
-    good = _upload(service, environment, "incoming/trades 2026+11 é.csv", trades_csv())
-    gzipped = _upload(service, environment, "incoming/trades.csv.gz", trades_csv_gz())
-    bad = _upload(service, environment, "incoming/bad.csv", b"time,sym,px,qty\n1,2,3,4\n")
+    good = service.upload(environment, "incoming/trades 2026+11 é.csv", trades_csv())
+    gzipped = service.upload(environment, "incoming/trades.csv.gz", trades_csv_gz())
+    bad = service.upload(environment, "incoming/bad.csv", b"time,sym,px,qty\n1,2,3,4\n")
     for identifier in (good, gzipped):
         item = service.wait_for_file("acme", "files", identifier)
         assert item["status"] == "COMPLETED", item
@@ -139,7 +133,7 @@ def test_two_tenants_stay_isolated(service: RunningService) -> None:
     acme = service.create("acme", "iso")
     globex = service.create("globex", "iso")
     assert acme["outputs"]["bucketName"] != globex["outputs"]["bucketName"]
-    identifier = _upload(service, acme, "incoming/a.csv", trades_csv())
+    identifier = service.upload(acme, "incoming/a.csv", trades_csv())
     assert service.wait_for_file("acme", "iso", identifier)["status"] == "COMPLETED"
     assert service.client.get("/environments/globex/iso/files").json()["total"] == 0
     assert service.client.get(f"/environments/globex/iso/files/{identifier}").status_code == 404
@@ -162,14 +156,14 @@ def test_two_tenants_stay_isolated(service: RunningService) -> None:
 def test_update_takes_effect(service: RunningService) -> None:
     environment = service.create("acme", "upd")
     rows = [*ROWS] + [("not-a-time", "AAPL", "1", "1")] * 1  # 1 bad row in 7: 14%
-    strict = _upload(service, environment, "incoming/strict.csv", trades_csv(rows))
+    strict = service.upload(environment, "incoming/strict.csv", trades_csv(rows))
     assert service.wait_for_file("acme", "upd", strict)["status"] == "FAILED"
     response = service.client.patch(
         "/environments/acme/upd", json={"config": {"max_bad_row_ratio": 0.5}}
     )
     assert response.status_code == 202
     assert service.wait(response.json()["id"])["state"] == "SUCCEEDED"
-    lenient = _upload(service, environment, "incoming/lenient.csv", trades_csv(rows))
+    lenient = service.upload(environment, "incoming/lenient.csv", trades_csv(rows))
     item = service.wait_for_file("acme", "upd", lenient)
     assert item["status"] == "COMPLETED", item
     assert item["rejectedRows"] == 1
@@ -178,8 +172,8 @@ def test_update_takes_effect(service: RunningService) -> None:
 
 def test_retry_and_redrive(service: RunningService) -> None:
     environment = service.create("acme", "ops")
-    bad = _upload(service, environment, "incoming/bad.csv", b"wrong,header\n1,2\n")
-    good = _upload(service, environment, "incoming/good.csv", trades_csv())
+    bad = service.upload(environment, "incoming/bad.csv", b"wrong,header\n1,2\n")
+    good = service.upload(environment, "incoming/good.csv", trades_csv())
     assert service.wait_for_file("acme", "ops", bad)["status"] == "FAILED"
     assert service.wait_for_file("acme", "ops", good)["status"] == "COMPLETED"
     # Only a FAILED file can be retried.
@@ -195,43 +189,10 @@ def test_retry_and_redrive(service: RunningService) -> None:
     assert again["attempt"] == 2
     assert service.client.post(f"/environments/acme/ops/files/{'f' * 64}/retry").status_code == 404
     # Redrive: an event in the ingest DLQ goes back to the ingest queue and is processed.
-    bucket = environment["outputs"]["bucketName"]
-    s3 = service.s3(environment)
-    version = s3.put_object(Bucket=bucket, Key="staging/late.csv", Body=trades_csv())["VersionId"]
-    event = {
-        "version": "0",
-        "id": "redrive-test",
-        "detail-type": "Object Created",
-        "source": "aws.s3",
-        "account": "123456789012",
-        "time": "2026-11-27T00:00:00Z",
-        "region": environment["region"],
-        "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {
-            "version": "0",
-            "bucket": {"name": bucket},
-            "object": {"key": "staging/late.csv", "size": 1, "etag": "x", "version-id": version},
-            "request-id": "r",
-            "requester": "123456789012",
-            "reason": "PutObject",
-        },
-    }
-    sqs = boto3.client(
-        "sqs",
-        endpoint_url=environment["awsEndpointUrl"],
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-    )
-    sqs.send_message(
-        QueueUrl=environment["outputs"]["ingestDlqUrl"],
-        MessageBody=json.dumps(event),
-        MessageGroupId="incoming",
-    )
+    late = service.dead_letter(environment, "staging/late.csv", trades_csv())
     queues = {
         q["name"]: q for q in service.client.get("/environments/acme/ops/dlq").json()["queues"]
     }
-    late = file_id(bucket, "staging/late.csv", version)
     assert queues["ingest"]["depth"] == 1
     assert queues["ingest"]["messages"][0]["fileId"] == late
     moved = service.client.post("/environments/acme/ops/dlq/ingest/redrive")
@@ -242,7 +203,7 @@ def test_retry_and_redrive(service: RunningService) -> None:
 
 def test_destroy_leaves_nothing_and_the_name_can_be_reused(service: RunningService) -> None:
     environment = service.create("acme", "gone")
-    _upload(service, environment, "incoming/x.csv", trades_csv())
+    service.upload(environment, "incoming/x.csv", trades_csv())
     response = service.client.delete("/environments/acme/gone")
     assert service.wait(response.json()["id"])["state"] == "SUCCEEDED"
     assert service.client.get("/environments/acme/gone").json()["state"] == "DESTROYED"
@@ -290,7 +251,7 @@ def test_destroy_leaves_nothing_and_the_name_can_be_reused(service: RunningServi
     ]
     again = service.create("acme", "gone")
     assert again["state"] == "READY"
-    identifier = _upload(service, again, "incoming/y.csv", trades_csv())
+    identifier = service.upload(again, "incoming/y.csv", trades_csv())
     assert service.wait_for_file("acme", "gone", identifier)["status"] == "COMPLETED"
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.e2e.service import running_service
-from tests.e2e.test_local_engine import _upload
 from tests.e2e.trades import trades_csv
 
 
@@ -14,7 +13,7 @@ def test_restart_recreates_ready_environments_empty(tmp_path: Path) -> None:
     data = tmp_path / "data"
     with running_service(data) as first:
         environment = first.create("acme", "keep")
-        identifier = _upload(first, environment, "incoming/a.csv", trades_csv())
+        identifier = first.upload(environment, "incoming/a.csv", trades_csv())
         assert first.wait_for_file("acme", "keep", identifier)["status"] == "COMPLETED"
     with running_service(data) as second:
         # Nothing claims READY before it exists again: it is being re-created.
@@ -27,5 +26,5 @@ def test_restart_recreates_ready_environments_empty(tmp_path: Path) -> None:
         events = second.client.get(f"/operations/{current['lastOperation']['id']}/events")
         assert "keeps its state in memory" in events.text
         assert second.client.get("/environments/acme/keep/files").json()["total"] == 0
-        fresh = _upload(second, recreated, "incoming/b.csv", trades_csv())
+        fresh = second.upload(recreated, "incoming/b.csv", trades_csv())
         assert second.wait_for_file("acme", "keep", fresh)["status"] == "COMPLETED"
