@@ -43,19 +43,12 @@ class AuditMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        audited = False
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
+        async def audit(status: int) -> None:
+            nonlocal audited
+            audited = True
             method = scope["method"]
-            route = scope.get("route")
-            action = f"{method} {getattr(route, 'path', scope['path'])}"
             state: dict[str, Any] = scope.get("state") or {}
             principal: Principal | None = state.get("principal")
             log.info(
@@ -66,11 +59,29 @@ class AuditMiddleware:
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 actor=principal.key_id if principal else None,
             )
-            if method not in _READ_METHODS or status in (401, 403):
-                database: Database | None = self._database_getter()
-                if database is not None:
-                    row = _audit_row(action, status, principal, state.get("audit") or {})
-                    await asyncio.to_thread(_store, database, row)
+            if method in _READ_METHODS and status not in (401, 403):
+                return
+            database: Database | None = self._database_getter()
+            if database is not None:
+                route = scope.get("route")
+                action = f"{method} {getattr(route, 'path', scope['path'])}"
+                row = _audit_row(action, status, principal, state.get("audit") or {})
+                await asyncio.to_thread(_store, database, row)
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                # Recorded before the client has its answer: the entry exists as soon as the
+                # change does, and nothing is written after the response.
+                await audit(status)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if not audited:  # the app failed before it could answer
+                await audit(status)
 
 
 def _audit_row(

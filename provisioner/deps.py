@@ -48,7 +48,9 @@ def _session(database: DatabaseDep) -> Iterator[Session]:
         yield session
 
 
-SessionDep = Annotated[Session, Depends(_session)]
+# Closed (and committed) when the route returns, before the response is sent: nothing touches
+# the registry after the client has its answer, so a shutdown right after it is clean.
+SessionDep = Annotated[Session, Depends(_session, scope="function")]
 
 
 def _principal(

@@ -91,11 +91,10 @@ class OperationRunner:
         """Stop claiming; interrupt running operations gracefully (they can be retried)."""
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            # Let the loop end by itself rather than cancel it: a tick already running in its
+            # thread would go on using the registry after the service closed it.
+            self.wake()
+            await self._task
         with self._supervisors_lock:
             supervisors = list(self._supervisors.values())
         for supervisor in supervisors:
