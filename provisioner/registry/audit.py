@@ -20,13 +20,17 @@ class AuditRepository:
     def list(
         self, *, tenant: str | None, actor: str | None, limit: int, offset: int
     ) -> tuple[Sequence[AuditRow], int]:
-        query = select(AuditRow)
+        conditions = []
         if tenant is not None:
-            query = query.where(AuditRow.tenant == tenant)
+            conditions.append(AuditRow.tenant == tenant)
         if actor is not None:
-            query = query.where(AuditRow.actor == actor)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            conditions.append(AuditRow.actor == actor)
+        total = self.session.scalar(select(func.count(AuditRow.id)).where(*conditions)) or 0
         rows = self.session.scalars(
-            query.order_by(AuditRow.id.desc()).limit(limit).offset(offset)
+            select(AuditRow)
+            .where(*conditions)
+            .order_by(AuditRow.id.desc())
+            .limit(limit)
+            .offset(offset)
         ).all()
         return rows, total

@@ -31,14 +31,19 @@ class EnvironmentRepository:
     def list(
         self, *, tenant: str | None, state: str | None, limit: int, offset: int
     ) -> tuple[Sequence[EnvironmentRow], int]:
-        query = select(EnvironmentRow)
+        conditions = []
         if tenant is not None:
-            query = query.where(EnvironmentRow.tenant == tenant)
+            conditions.append(EnvironmentRow.tenant == tenant)
         if state is not None:
-            query = query.where(EnvironmentRow.state == state)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            conditions.append(EnvironmentRow.state == state)
+        # Counted on the key alone: a count over the full rows would read every JSON column.
+        total = self.session.scalar(select(func.count(EnvironmentRow.id)).where(*conditions)) or 0
         rows = self.session.scalars(
-            query.order_by(EnvironmentRow.tenant, EnvironmentRow.name).limit(limit).offset(offset)
+            select(EnvironmentRow)
+            .where(*conditions)
+            .order_by(EnvironmentRow.tenant, EnvironmentRow.name)
+            .limit(limit)
+            .offset(offset)
         ).all()
         return rows, total
 
