@@ -139,8 +139,22 @@ def test_two_tenants_stay_isolated(service: RunningService) -> None:
     assert service.client.get(f"/environments/globex/iso/files/{identifier}").status_code == 404
     api = globex["outputs"]["apiEndpoint"]
     assert httpx.get(f"{api}/status/{identifier}", headers=auth()).status_code == 404
-    # A globex key cannot see acme's files at all.
+    # A globex key cannot see or touch acme's data plane at all: it answers like nothing.
     key = service.client.post("/admin/api-keys", json={"scope": "tenant:globex"}).json()["key"]
+    for method, path in (
+        ("GET", "/environments/acme/iso/files"),
+        ("GET", f"/environments/acme/iso/files/{identifier}"),
+        ("POST", f"/environments/acme/iso/files/{identifier}/retry"),
+        ("GET", "/environments/acme/iso/dlq"),
+        ("POST", "/environments/acme/iso/dlq/ingest/redrive"),
+    ):
+        response = httpx.request(method, f"{service.base_url}{path}", headers=auth(key))
+        assert response.status_code == 404, (method, path, response.text)
+    # …while its own environment's work for it.
+    assert (
+        httpx.get(f"{service.base_url}/environments/globex/iso/dlq", headers=auth(key)).status_code
+        == 200
+    )
     assert (
         httpx.get(f"{service.base_url}/environments/acme/iso/files", headers=auth(key)).status_code
         == 404
