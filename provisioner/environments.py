@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -125,6 +125,30 @@ class EnvironmentService:
         if row is not None and row.request_fingerprint != fingerprint:
             raise ConflictError("Idempotency-Key was already used with a different request")
         return row
+
+    def idempotent(
+        self,
+        principal: Principal,
+        key: str | None,
+        fingerprint: str,
+        request: Callable[[], OperationRow],
+    ) -> OperationRow:
+        """`request()`, unless this Idempotency-Key already made its operation — also when the
+        first request with the key commits while this one is under way (it then loses the
+        race with a conflict, and gets the winner's operation instead)."""
+        replayed = self.replay(principal, key, fingerprint)
+        if replayed is not None:
+            return replayed
+        try:
+            return request()
+        except ConflictError:
+            if key is None:
+                raise
+            self.session.rollback()
+            replayed = self.replay(principal, key, fingerprint)
+            if replayed is None:
+                raise
+            return replayed
 
     def create(
         self,
@@ -248,15 +272,21 @@ class EnvironmentService:
 
     def cancel(self, principal: Principal, operation_id: str) -> OperationRow:
         row = self.get_operation(principal, operation_id)
-        if row.state == OperationState.QUEUED:
-            settle(
-                self.session,
-                row,
-                OperationState.CANCELLED,
-                error_code="cancelled",
-                error="cancelled before it started",
-            )
-        elif row.state == OperationState.RUNNING:
+        # Only from QUEUED: a runner may claim the operation between the read and this write,
+        # and then it must be stopped like a running one, not declared never started.
+        if row.state == OperationState.QUEUED and settle(
+            self.session,
+            row,
+            OperationState.CANCELLED,
+            error_code="cancelled",
+            error="cancelled before it started",
+            from_states=(OperationState.QUEUED,),
+        ):
+            pass
+        elif row.state in (OperationState.QUEUED, OperationState.RUNNING):
+            self.session.refresh(row)
+            if row.state != OperationState.RUNNING:
+                raise ConflictError(f"operation {row.id} already finished ({row.state})")
             row.cancel_requested = True
         else:
             raise ConflictError(f"operation {row.id} already finished ({row.state})")
@@ -350,16 +380,18 @@ def settle(
     error: str | None = None,
     outputs: Mapping[str, str] | None = None,
     changes: Mapping[str, int] | None = None,
+    from_states: Sequence[OperationState] = ACTIVE_OPERATION_STATES,
 ) -> bool:
     """Record an operation's end and what it means for its environment, in one transaction.
 
-    Returns False if the operation had already ended (another path settled it first).
+    Returns False if the operation was not in `from_states` (e.g. another path settled it, or a
+    runner claimed it first).
     """
     operations = OperationRepository(session)
     was_running = operation.state == OperationState.RUNNING
     if not operations.transition(
         operation.id,
-        from_states=ACTIVE_OPERATION_STATES,
+        from_states=from_states,
         to_state=final_state,
         finished_at=utcnow(),
         error_code=error_code,

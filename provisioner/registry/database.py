@@ -31,6 +31,7 @@ class Database:
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
@@ -60,10 +61,21 @@ class Database:
         self.engine.dispose()
 
 
+def _sqlite_begin(connection: Any) -> None:
+    # IMMEDIATE: take the write lock up front. A deferred transaction that reads, then writes
+    # after another connection committed, fails at once (SQLITE_BUSY_SNAPSHOT) instead of
+    # waiting; this way concurrent writers queue behind the busy timeout.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # The driver's own transaction handling is off (SQLAlchemy's recipe for pysqlite): it
+    # begins transactions only before writes, so a SAVEPOINT outside one became a transaction
+    # of its own whose RELEASE committed — half of a unit of work visible to others.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
     # WAL lets readers proceed while one writer commits; the busy timeout makes concurrent
     # writers (request threads, operation supervisors) wait instead of failing.
-    cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")

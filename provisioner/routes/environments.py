@@ -48,8 +48,11 @@ def create_environment(
 ) -> OperationPublic:
     audit_target(request, body.tenant, f"{body.tenant}/{body.name}")
     fingerprint = request_fingerprint("POST", "/environments", body.model_dump(mode="json"))
-    operation = service.replay(principal, idempotency_key, fingerprint) or service.create(
-        principal, body, idempotency_key, fingerprint
+    operation = service.idempotent(
+        principal,
+        idempotency_key,
+        fingerprint,
+        lambda: service.create(principal, body, idempotency_key, fingerprint),
     )
     service.session.commit()
     runner.wake()
@@ -112,8 +115,11 @@ def update_environment(
     fingerprint = request_fingerprint(
         "PATCH", f"/environments/{tenant}/{name}", body.model_dump(mode="json")
     )
-    operation = service.replay(principal, idempotency_key, fingerprint) or service.update(
-        principal, tenant, name, body, idempotency_key, fingerprint
+    operation = service.idempotent(
+        principal,
+        idempotency_key,
+        fingerprint,
+        lambda: service.update(principal, tenant, name, body, idempotency_key, fingerprint),
     )
     service.session.commit()
     runner.wake()
@@ -135,8 +141,11 @@ def _operation_route(kind: OperationKind, summary: str) -> Callable[..., Operati
     ) -> OperationPublic:
         audit_target(request, tenant, f"{tenant}/{name}")
         fingerprint = request_fingerprint(request.method, request.url.path, {"kind": kind})
-        operation = service.replay(principal, idempotency_key, fingerprint) or service.run(
-            principal, tenant, name, kind, idempotency_key, fingerprint
+        operation = service.idempotent(
+            principal,
+            idempotency_key,
+            fingerprint,
+            lambda: service.run(principal, tenant, name, kind, idempotency_key, fingerprint),
         )
         service.session.commit()
         runner.wake()

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.orm.attributes import set_committed_value
 
 from provisioner.app import create_app
+from provisioner.auth import Principal
+from provisioner.environments import EnvironmentService
+from provisioner.registry.operations import OperationRepository
+from provisioner.registry.tables import OperationState
 from provisioner.settings import Settings
 from tests.factories import auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
@@ -308,3 +313,45 @@ def test_settings_are_not_shared_between_apps(settings: Settings) -> None:
     for _ in range(2):
         with TestClient(create_app(settings, engine_reference=SCRIPTED_ENGINE)) as client:
             assert client.get("/metrics", headers=auth()).status_code == 200
+
+
+def test_concurrent_retries_with_one_idempotency_key_all_get_the_operation(
+    client: TestClient,
+) -> None:
+    headers = {**auth(), "Idempotency-Key": "retry-storm"}
+    body = environment_body(name="storm")
+    barrier = threading.Barrier(12)
+
+    def post(_: int) -> tuple[int, str]:
+        barrier.wait()
+        response = client.post("/environments", json=body, headers=headers)
+        return response.status_code, response.json().get("id", response.json().get("detail"))
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(post, range(12)))
+    assert {status for status, _ in results} == {202}, results
+    assert len({operation for _, operation in results}) == 1
+
+
+def test_cancel_of_an_operation_claimed_meanwhile_stops_it_like_a_running_one(
+    client: TestClient, tmp_path: Path
+) -> None:
+
+    operation = _create(client, script={"gate": str(tmp_path / "never")})
+    wait_for_operation(client, str(operation["id"]), states=("RUNNING",))
+    services = client.app.state.services  # type: ignore[attr-defined]
+    with services.database.session() as session:
+        row = OperationRepository(session).get(str(operation["id"]))
+        assert row is not None
+        # The stale view a cancel request holds when a runner claims the operation right after
+        # it read it: QUEUED in memory, RUNNING in the registry.
+        set_committed_value(row, "state", OperationState.QUEUED)
+        service = EnvironmentService(session, services.settings, services.engine_name)
+        cancelled = service.cancel(Principal("bootstrap-admin", "admin"), row.id)
+        assert cancelled.state == OperationState.RUNNING
+        assert cancelled.cancel_requested is True
+    services.runner.request_cancel(str(operation["id"]))
+    finished = wait_for_operation(client, str(operation["id"]))
+    assert finished["state"] == "CANCELLED"
+    # It was running: the environment may be half-built, so it is FAILED, not "never existed".
+    assert client.get("/environments/acme/dev", headers=auth()).json()["state"] == "FAILED"
