@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -93,6 +96,12 @@ def free_port() -> int:
         return port
 
 
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM when this benchmark dies, however it dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     process = subprocess.Popen(
@@ -101,6 +110,7 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
         env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -111,6 +121,8 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline or process.poll() is not None:
+            process.kill()
+            process.wait()
             raise SystemExit(f"{factory} did not start")
         time.sleep(0.1)
 

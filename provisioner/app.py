@@ -47,7 +47,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        # Private: it holds the registry, Pulumi state and the generated admin key.
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(database.create_schema)
         generated = await asyncio.to_thread(ensure_bootstrap_admin_key, settings, database)
         if generated is not None:

@@ -11,6 +11,7 @@ import os
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Final
 
@@ -30,6 +31,7 @@ ADMIN_SCOPE: Final = "admin"
 TENANT_SCOPE_PREFIX: Final = "tenant:"
 BOOTSTRAP_KEY_ID: Final = "bootstrap-admin"
 BOOTSTRAP_KEY_FILE: Final = "admin.key"
+LAST_USED_RESOLUTION: Final = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
@@ -108,11 +110,14 @@ class ApiKeys:
             row.revoked_at = utcnow()
         return row
 
-    def authenticate(self, presented: str) -> Principal:
+    def authenticate(self, presented: str) -> tuple[Principal, bool]:
+        """The key's principal, and whether its `last_used_at` is due an update (kept to the
+        minute: a write on every request would cost every read)."""
         row = self.repository.by_hash(hash_key(presented))
         if row is None or row.revoked_at is not None:
             raise AuthenticationError("invalid or revoked API key")
-        return Principal(key_id=row.id, scope=row.scope)
+        stale = row.last_used_at is None or utcnow() - row.last_used_at > LAST_USED_RESOLUTION
+        return Principal(key_id=row.id, scope=row.scope), stale
 
 
 def ensure_bootstrap_admin_key(settings: Settings, database: Database) -> Path | None:

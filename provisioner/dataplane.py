@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import unquote_plus
 
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
@@ -159,7 +160,8 @@ class EnvironmentDataPlane:
 
     def _peek(self, sqs: Any, url: str, queue: str, limit: int) -> list[DeadLetter]:
         # A zero visibility timeout leaves the messages where they are; a DLQ has no redrive
-        # of its own, so the extra receive count is harmless.
+        # of its own, so the extra receive count is harmless. FIFO queues hand out their
+        # oldest messages first: this is a peek at the head of the queue (shown newest first).
         response = sqs.receive_message(
             QueueUrl=url,
             MaxNumberOfMessages=min(limit, 10),
@@ -167,7 +169,9 @@ class EnvironmentDataPlane:
             WaitTimeSeconds=0,
             MessageSystemAttributeNames=["All"],
         )
-        letters = [_dead_letter(queue, message) for message in response.get("Messages", [])]
+        raw = self._access.raw_event_keys
+        messages = response.get("Messages", [])
+        letters = [_dead_letter(queue, message, raw) for message in messages]
         return sorted(letters, key=lambda letter: letter.sent_at or "", reverse=True)
 
     def redrive_ingest(self, limit: int = REDRIVE_LIMIT) -> int:
@@ -213,7 +217,7 @@ def _listing(item: Mapping[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in _public(item).items() if name != "symbols"}
 
 
-def _dead_letter(queue: str, message: Mapping[str, Any]) -> DeadLetter:
+def _dead_letter(queue: str, message: Mapping[str, Any], raw_keys: bool) -> DeadLetter:
     attributes = message.get("Attributes", {})
     sent = attributes.get("SentTimestamp")
     receive_count = int(attributes.get("ApproximateReceiveCount", "0"))
@@ -229,6 +233,8 @@ def _dead_letter(queue: str, message: Mapping[str, Any]) -> DeadLetter:
         bucket = _mapping(detail.get("bucket")).get("name")
         obj = _mapping(detail.get("object"))
         key, version = obj.get("key"), obj.get("version-id")
+        if isinstance(key, str) and not raw_keys:
+            key = unquote_plus(key)  # as ingest decodes it (AWS URL-encodes event keys)
         identifier = None
         if isinstance(bucket, str) and isinstance(key, str) and isinstance(version, str):
             identifier = file_id(bucket, key, version)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from provisioner.auth import ApiKeys, Principal
@@ -43,8 +44,9 @@ DatabaseDep = Annotated[Database, Depends(_database)]
 RunnerDep = Annotated[OperationRunner, Depends(_runner)]
 
 
-def _session(database: DatabaseDep) -> Iterator[Session]:
-    with database.session() as session:
+def _session(request: Request, database: DatabaseDep) -> Iterator[Session]:
+    # Reads (GET/HEAD) never write, so they need not queue for SQLite's write lock.
+    with database.session(readonly=request.method in ("GET", "HEAD")) as session:
         yield session
 
 
@@ -53,16 +55,25 @@ def _session(database: DatabaseDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(_session, scope="function")]
 
 
+# Declared as a security scheme, so the OpenAPI document (and /docs' Authorize button) know
+# every route takes `Authorization: Bearer <API key>`; the check itself is ours.
+_bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
+
+
 def _principal(
     request: Request,
     database: DatabaseDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> Principal:
-    scheme, _, presented = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not presented.strip():
+    if credentials is None or not credentials.credentials.strip():
         raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <API key>'")
-    with database.session() as session:
-        principal = ApiKeys(ApiKeyRepository(session)).authenticate(presented.strip())
+    with database.session(readonly=True) as session:
+        principal, stale = ApiKeys(ApiKeyRepository(session)).authenticate(
+            credentials.credentials.strip()
+        )
+    if stale:
+        with database.session() as session:
+            ApiKeyRepository(session).touch(principal.key_id)
     request.state.principal = principal
     return principal
 

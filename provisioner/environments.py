@@ -451,7 +451,8 @@ def recreate_ephemeral_environments(
 
     Operations that were running stopped with the old process: INTERRUPTED now (the environment
     becomes FAILED and can be retried). Environments that were READY get a create operation,
-    which rebuilds them empty. Queued operations simply run.
+    which rebuilds them empty; an operation queued on one of them is cancelled first (it was
+    meant for resources that are gone). Other queued operations simply run.
     """
     operations = OperationRepository(session)
     environments = EnvironmentRepository(session)
@@ -468,8 +469,17 @@ def recreate_ephemeral_environments(
     service = EnvironmentService(session, settings, engine)
     recreated = []
     for environment in environments.in_states([EnvironmentState.READY], engine=engine):
-        if operations.active_for(environment.id) is not None:
-            continue
+        queued = operations.active_for(environment.id)
+        if queued is not None:
+            # It was queued against resources that no longer exist; the re-creation goes first.
+            settle(
+                session,
+                queued,
+                OperationState.CANCELLED,
+                error_code="cancelled",
+                error="the service restarted and re-creates this environment; request it again",
+                from_states=(OperationState.QUEUED,),
+            )
         operation = service._enqueue(
             SYSTEM_PRINCIPAL,
             environment,

@@ -40,7 +40,7 @@ class _RegistryCollector(Collector):
         self.database = database
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        with self.database.session() as session:
+        with self.database.session(readonly=True) as session:
             by_state = EnvironmentRepository(session).count_by_state()
             active = OperationRepository(session).count_active_by_kind()
         environments = GaugeMetricFamily(

@@ -329,7 +329,7 @@ class _Supervisor(threading.Thread):
         """A cancel requested through another replica only reaches us via the registry."""
         if now - last_beat < self.settings.heartbeat_interval_s:
             return False
-        with self.runner.database.session() as session:
+        with self.runner.database.session(readonly=True) as session:
             row = OperationRepository(session).get(self.operation_id)
             return bool(row and row.cancel_requested)
 

@@ -36,7 +36,6 @@ class Settings(BaseSettings):
     # `heartbeat_timeout_s` belongs to a dead replica and becomes INTERRUPTED.
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_timeout_s: float = Field(default=15.0, gt=0)
-    page_size_max: int = Field(default=200, ge=1)
     log_level: str = "INFO"
     log_json: bool = False
 

@@ -7,7 +7,7 @@ program all build it, so a bad tenant or name is rejected (422) before anything 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Final
+from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -31,8 +31,6 @@ MAX_CALLER_TAGS: Final = 50 - len(RESERVED_TAG_KEYS)
 _TAG_CHARS: Final = re.compile(r"^[\w\s.:/=+\-@]*$", re.UNICODE)
 _LAYER_ARN: Final = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[\w-]+:\d+$")
 
-PositiveInt = Annotated[int, Field(gt=0)]
-
 
 class PipelineSettings(BaseModel):
     """The tunables of an environment: what `config` holds in the provisioner's API."""
@@ -43,8 +41,11 @@ class PipelineSettings(BaseModel):
     memory_mb: int = Field(default=512, ge=128, le=10240, description="Stage functions' memory")
     stage_timeout_s: int = Field(default=300, ge=1, le=900, description="Stage functions' timeout")
     log_retention_days: int = Field(default=7, description="CloudWatch Logs retention")
-    glacier_after_days: PositiveInt = Field(default=90, description="Uploads move to GLACIER")
-    status_ttl_days: PositiveInt = Field(default=30, description="Status items expire after")
+    # Bounded: S3 lifecycle days are 32-bit, and a TTL beyond ten years is a mistake.
+    glacier_after_days: int = Field(
+        default=90, ge=1, le=36500, description="Uploads move to GLACIER after"
+    )
+    status_ttl_days: int = Field(default=30, ge=1, le=3650, description="Status items expire after")
     api_rate_limit: float = Field(default=1000, gt=0, le=10000, description="Status API req/s")
     api_burst_limit: int = Field(default=2000, gt=0, le=5000, description="Status API burst")
     max_bad_row_ratio: float = Field(

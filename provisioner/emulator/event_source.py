@@ -8,7 +8,9 @@ visibility timeout and reach the DLQ through the queue's redrive policy. `Ingest
 in a thread, one per local environment.
 
 `aws_shaped_record` is the one place where an event is adapted from what moto produces to what
-AWS produces, so the handlers can follow AWS alone.
+AWS produces, so the handlers can follow AWS alone. Messages at rest in the emulator's queues
+(e.g. the ingest DLQ) keep moto's shape, raw keys included; the service's DLQ peek knows that
+through `DataPlaneAccess.raw_event_keys`.
 """
 
 from __future__ import annotations

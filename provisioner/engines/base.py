@@ -151,6 +151,9 @@ class EngineHost(Protocol):
 class DataPlaneAccess:
     session: boto3.Session
     endpoint_url: str | None = None  # the local emulator; None for real AWS
+    # S3 events as this data plane's queues hold them carry the object key raw (the emulator)
+    # rather than URL-encoded (AWS); see provisioner.emulator.event_source.
+    raw_event_keys: bool = False
 
     def client(self, service: str) -> Any:
         return self.session.client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]

@@ -193,7 +193,7 @@ class LocalHost:
             aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             region_name=region,
         )
-        return DataPlaneAccess(session, endpoint_url=self.endpoint_url)
+        return DataPlaneAccess(session, endpoint_url=self.endpoint_url, raw_event_keys=True)
 
     def invoke(
         self, config: PipelineConfig, function: FunctionName, payload: bytes

@@ -33,6 +33,10 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Reads take no write lock on SQLite (a deferred transaction); elsewhere the same.
+        self._read_sessions = sessionmaker(
+            self.engine.execution_options(sqlite_begin="DEFERRED"), expire_on_commit=False
+        )
 
     def create_schema(self) -> None:
         Base.metadata.create_all(self.engine)
@@ -41,9 +45,12 @@ class Database:
         Base.metadata.drop_all(self.engine)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """A session that commits on success and rolls back on error."""
-        session = self._sessions()
+    def session(self, *, readonly: bool = False) -> Iterator[Session]:
+        """A session that commits on success and rolls back on error.
+
+        `readonly` sessions must not write: on SQLite they do not queue for the write lock.
+        """
+        session = (self._read_sessions if readonly else self._sessions)()
         try:
             yield session
             session.commit()
@@ -54,7 +61,7 @@ class Database:
             session.close()
 
     def ping(self) -> None:
-        with self.engine.connect() as connection:
+        with self.engine.execution_options(sqlite_begin="DEFERRED").connect() as connection:
             connection.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
@@ -62,10 +69,12 @@ class Database:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    # IMMEDIATE: take the write lock up front. A deferred transaction that reads, then writes
-    # after another connection committed, fails at once (SQLITE_BUSY_SNAPSHOT) instead of
-    # waiting; this way concurrent writers queue behind the busy timeout.
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # IMMEDIATE by default: take the write lock up front. A deferred transaction that reads,
+    # then writes after another connection committed, fails at once (SQLITE_BUSY_SNAPSHOT)
+    # instead of waiting; this way writers queue behind the busy timeout. Read-only sessions
+    # begin DEFERRED and never wait for writers (WAL).
+    mode = connection.get_execution_options().get("sqlite_begin", "IMMEDIATE")
+    connection.exec_driver_sql(f"BEGIN {mode}")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -39,6 +39,7 @@ def _data_plane(
 @router.get(
     "/files",
     response_model=FilePagePublic,
+    response_model_exclude_none=True,
     responses=errors(404, 409),
     summary="The environment's files, newest first, with counts by status",
 )
@@ -74,6 +75,7 @@ def list_files(
 @router.get(
     "/files/{file_id}",
     response_model=FileRecord,
+    response_model_exclude_none=True,
     responses=errors(404, 409, 422),
     summary="One file's status, with its per-symbol results when known",
 )
@@ -93,6 +95,7 @@ def get_file(
     "/files/{file_id}/retry",
     status_code=202,
     response_model=FileRecord,
+    response_model_exclude_none=True,
     responses=errors(404, 409, 422),
     summary="Start a new attempt of a FAILED file",
 )
@@ -114,7 +117,9 @@ def retry_file(
     "/dlq",
     response_model=DeadLetterReport,
     responses=errors(404, 409),
-    summary="Depth of every dead-letter queue, and a peek at their newest messages",
+    summary="Depth of every dead-letter queue, and a peek at up to 10 messages of each",
+    description="FIFO queues give their oldest messages first: the peek shows the head of each "
+    "queue (newest first among those), without consuming anything.",
 )
 def dead_letters(
     tenant: str,

@@ -18,6 +18,7 @@ router = APIRouter(tags=["ops"])
 
 
 @router.get("/healthz", summary="Liveness (the only route without auth)")
+@router.head("/healthz", include_in_schema=False)  # uptime checkers often probe with HEAD
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 

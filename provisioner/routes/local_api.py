@@ -73,7 +73,7 @@ async def local_status_api(
 def _environment(
     services: Services, principal: Principal, tenant: str, name: str
 ) -> PipelineConfig:
-    with services.database.session() as session:
+    with services.database.session(readonly=True) as session:
         row = EnvironmentService(session, services.settings, services.engine_name).get_visible(
             principal, tenant, name
         )

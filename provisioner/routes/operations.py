@@ -109,7 +109,7 @@ def _parse_event_id(value: str | None) -> int:
 
 
 def _load_visible(services: Services, principal: Principal, operation_id: str) -> None:
-    with services.database.session() as session:
+    with services.database.session(readonly=True) as session:
         EnvironmentService(session, services.settings, services.engine_name).get_operation(
             principal, operation_id
         )
@@ -139,7 +139,7 @@ async def _events(
 def _read(
     services: Services, operation_id: str, after: int
 ) -> tuple[bool, list[OperationEventRow]]:
-    with services.database.session() as session:
+    with services.database.session(readonly=True) as session:
         operations = OperationRepository(session)
         operation = operations.get(operation_id)
         finished = operation is None or operation.state in FINAL_OPERATION_STATES

@@ -14,7 +14,7 @@ from provisioner.views import operation_public
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error responses a route can give."""
     descriptions = {
-        400: "The body is not valid JSON",
+        400: "The body could not be parsed",
         401: "Missing or invalid API key",
         403: "The API key's scope does not allow this",
         404: "Not found (or belongs to another tenant)",

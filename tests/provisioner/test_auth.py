@@ -142,3 +142,13 @@ def test_audit_records_who_did_what_and_the_result(client: TestClient, globex_re
     by_tenant = client.get("/admin/audit?tenant=globex", headers=auth()).json()
     assert by_tenant["total"] >= 1
     assert all(e["tenant"] == "globex" for e in by_tenant["items"])
+
+
+def test_keys_record_when_they_were_last_used(client: TestClient) -> None:
+    key = create_api_key(client, "tenant:acme")
+    listed = {k["scope"]: k for k in client.get("/admin/api-keys", headers=auth()).json()}
+    assert listed["tenant:acme"]["lastUsedAt"] is None
+    assert client.get("/environments", headers=auth(key)).status_code == 200
+    listed = {k["scope"]: k for k in client.get("/admin/api-keys", headers=auth()).json()}
+    assert listed["tenant:acme"]["lastUsedAt"] is not None
+    assert listed["admin"]["lastUsedAt"] is not None

@@ -41,3 +41,18 @@ def test_summary_counts(client: TestClient) -> None:
         "operationsRunning": 0,
         "engine": "scripted",
     }
+
+
+def test_method_not_allowed_names_the_methods_and_head_health_works(client: TestClient) -> None:
+    response = client.put("/environments", headers=auth())
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "GET, HEAD, POST"
+    assert client.delete("/healthz").headers["Allow"] == "GET, HEAD"
+    assert client.head("/healthz").status_code == 200
+
+
+def test_openapi_declares_the_bearer_scheme(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert {"HTTPBearer": []} in document["paths"]["/environments"]["get"]["security"]
+    assert "security" not in document["paths"]["/healthz"]["get"]

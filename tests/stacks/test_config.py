@@ -40,6 +40,8 @@ def test_defaults_follow_the_design() -> None:
         ("environment", "dev_1"),
         ("region", "mars"),
         ("memory_mb", 127),
+        ("glacier_after_days", 10**23),
+        ("status_ttl_days", 100_000_000_000),
         ("memory_mb", 10241),
         ("log_retention_days", 8),
         ("stage_timeout_s", 901),

@@ -127,8 +127,8 @@ export function followOperation(operationId, { onEvent, onStatus = () => {} }) {
       onStatus({ state: failures ? "reconnecting" : "connecting" });
       try {
         retryMs = (await readOnce()) ?? retryMs;
-        // A stream also ends without a final event when an operation is cancelled before it
-        // started, or when the service shuts down: the operation's state tells which.
+        // A stream can end without a final event (the connection dropped, the service shut
+        // down): the operation's state tells whether to resume or stop.
         if (!finished) {
           const operation = await api.get(path`/operations/${operationId}`, { signal: controller.signal });
           if (!ACTIVE_STATES.has(operation.state)) finished = true;
