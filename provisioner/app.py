@@ -60,7 +60,7 @@ def create_app(
         factory = host_factory or _default_host_factory(settings, engine_reference, reference)
         host = factory(settings)
         await asyncio.to_thread(host.start)
-        if getattr(host, "ephemeral", False):
+        if host.ephemeral:
             recreated = await asyncio.to_thread(_recreate_ephemeral, database, settings)
             if recreated:
                 log.warning("service.environments_recreated", count=recreated)

@@ -122,6 +122,10 @@ class EngineHost(Protocol):
     Blocking methods; the service calls them from threads, never on the event loop.
     """
 
+    # True when the engine's infrastructure does not survive a restart of the service (the
+    # local emulator): the service then re-creates the environments that were READY.
+    ephemeral: bool
+
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
@@ -154,9 +158,19 @@ class DataPlaneAccess:
     # S3 events as this data plane's queues hold them carry the object key raw (the emulator)
     # rather than URL-encoded (AWS); see provisioner.emulator.event_source.
     raw_event_keys: bool = False
+    # boto3 clients are thread-safe and slow to build: one per service, made on first use.
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _clients_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
 
     def client(self, service: str) -> Any:
-        return self.session.client(service, endpoint_url=self.endpoint_url)  # type: ignore[call-overload]
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self.session.client(  # type: ignore[call-overload]
+                    service, endpoint_url=self.endpoint_url
+                )
+            return self._clients[service]
 
 
 # Data-plane credentials are reused for this long (assumed roles last at least 15 minutes).
@@ -165,6 +179,8 @@ _DATA_PLANE_REUSE_S: Final = 300.0
 
 class WorkerOnlyHost:
     """The host of engines that keep nothing in the service process (the pulumi engine)."""
+
+    ephemeral: bool = False
 
     def __init__(self, engine: type[Engine], settings: Settings) -> None:
         self._engine = engine

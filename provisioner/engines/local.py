@@ -132,6 +132,7 @@ class LocalHost:
         self._server = EmulatorServer(settings.local_aws_host, settings.local_aws_port)
         self._dispatcher = LambdaDispatcher()
         self._runtimes: dict[str, EnvironmentRuntime] = {}
+        self._data_planes: dict[str, DataPlaneAccess] = {}
         self._lock = threading.Lock()
 
     @property
@@ -188,12 +189,20 @@ class LocalHost:
         return self._dispatcher.stats()
 
     def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
-        session = boto3.Session(
-            aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            region_name=region,
-        )
-        return DataPlaneAccess(session, endpoint_url=self.endpoint_url, raw_event_keys=True)
+        # One per region, kept: its clients are reused by every request.
+        with self._lock:
+            access = self._data_planes.get(region)
+            if access is None:
+                session = boto3.Session(
+                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    region_name=region,
+                )
+                access = DataPlaneAccess(
+                    session, endpoint_url=self.endpoint_url, raw_event_keys=True
+                )
+                self._data_planes[region] = access
+            return access
 
     def invoke(
         self, config: PipelineConfig, function: FunctionName, payload: bytes
