@@ -86,27 +86,8 @@ def event_public(row: OperationEventRow) -> OperationEventPublic:
 
 
 def api_key_public(row: ApiKeyRow) -> ApiKeyPublic:
-    return ApiKeyPublic(
-        id=row.id,
-        scope=row.scope,
-        prefix=row.prefix,
-        description=row.description,
-        created_at=row.created_at,
-        revoked_at=row.revoked_at,
-        last_used_at=row.last_used_at,
-    )
+    return ApiKeyPublic.model_validate(row, from_attributes=True)
 
 
 def audit_entry(row: AuditRow) -> AuditEntry:
-    return AuditEntry(
-        id=row.id,
-        at=row.at,
-        actor=row.actor,
-        scope=row.scope,
-        tenant=row.tenant,
-        action=row.action,
-        target=row.target,
-        status_code=row.status_code,
-        result=row.result,
-        detail=row.detail,
-    )
+    return AuditEntry.model_validate(row, from_attributes=True)

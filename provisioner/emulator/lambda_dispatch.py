@@ -521,6 +521,39 @@ def _run(handler: str, event: object, context: LambdaContext) -> InvocationResul
         )
 
 
+@dataclass(frozen=True)
+class LocalFunction:
+    """One deployed function as the local runtime runs it: handler, exact environment, limits.
+
+    It is an `Invoker`: called with the invocation payload, it runs the handler in the calling
+    process with `invoke_handler` (picklable, so the local runtime can send it to a worker).
+    """
+
+    function_name: str
+    handler: str
+    environment: dict[str, str]
+    memory_mb: int
+    timeout_s: int
+    region: str = "us-east-1"
+    account_id: str = DEFAULT_ACCOUNT_ID
+
+    def __call__(self, payload: bytes) -> InvocationResult:
+        try:
+            event = json.loads(payload)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return InvocationResult.failure("Runtime.UnmarshalError", f"Invalid JSON event: {exc}")
+        return invoke_handler(
+            self.handler,
+            event,
+            self.environment,
+            function_name=self.function_name,
+            memory_mb=self.memory_mb,
+            timeout_s=self.timeout_s,
+            region=self.region,
+            account_id=self.account_id,
+        )
+
+
 def handler_invoker(
     handler: str,
     environment: Mapping[str, str],
@@ -532,51 +565,9 @@ def handler_invoker(
     account_id: str = DEFAULT_ACCOUNT_ID,
 ) -> Invoker:
     """An `Invoker` that runs `handler` in this process with `invoke_handler`."""
-    frozen_environment = dict(environment)
-
-    def invoke(payload: bytes) -> InvocationResult:
-        try:
-            event = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return InvocationResult.failure("Runtime.UnmarshalError", f"Invalid JSON event: {exc}")
-        return invoke_handler(
-            handler,
-            event,
-            frozen_environment,
-            function_name=function_name,
-            memory_mb=memory_mb,
-            timeout_s=timeout_s,
-            region=region,
-            account_id=account_id,
-        )
-
-    return invoke
-
-
-@dataclass(frozen=True)
-class LocalFunction:
-    """One deployed function as the local runtime runs it: handler, exact environment, limits."""
-
-    function_name: str
-    handler: str
-    environment: dict[str, str]
-    memory_mb: int
-    timeout_s: int
-    region: str
-    account_id: str
-
-    def invoke(self, event: object) -> InvocationResult:
-        """Run it in this process (see `invoke_handler`)."""
-        return invoke_handler(
-            self.handler,
-            event,
-            self.environment,
-            function_name=self.function_name,
-            memory_mb=self.memory_mb,
-            timeout_s=self.timeout_s,
-            region=self.region,
-            account_id=self.account_id,
-        )
+    return LocalFunction(
+        function_name, handler, dict(environment), memory_mb, timeout_s, region, account_id
+    )
 
 
 def pipeline_functions(
@@ -606,15 +597,4 @@ def pipeline_invokers(
     config: PipelineConfig, *, account_id: str = DEFAULT_ACCOUNT_ID
 ) -> dict[str, Invoker]:
     """In-process invokers of one environment's five functions, by physical function name."""
-    return {
-        name: handler_invoker(
-            function.handler,
-            function.environment,
-            function_name=function.function_name,
-            memory_mb=function.memory_mb,
-            timeout_s=function.timeout_s,
-            region=function.region,
-            account_id=function.account_id,
-        )
-        for name, function in pipeline_functions(config, account_id=account_id).items()
-    }
+    return dict(pipeline_functions(config, account_id=account_id))

@@ -9,7 +9,6 @@ SQS event source mapping and invokes the ingest function through the Lambda API,
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import threading
@@ -54,14 +53,6 @@ def prepare_runtime_process(endpoint_url: str, region: str) -> None:
             "AWS_REGION": region,
         }
     )
-
-
-def _run_in_worker(function: LocalFunction, payload: bytes) -> InvocationResult:
-    try:
-        event = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return InvocationResult.failure("Runtime.UnmarshalError", f"Invalid JSON event: {exc}")
-    return function.invoke(event)
 
 
 class EnvironmentRuntime:
@@ -124,12 +115,12 @@ class EnvironmentRuntime:
     def _submit(self, function: LocalFunction, payload: bytes) -> Future[InvocationResult]:
         with self._pool_lock:
             try:
-                return self._pool.submit(_run_in_worker, function, payload)
+                return self._pool.submit(function, payload)
             except BrokenProcessPool:
                 # A worker died (killed, out of memory): like Lambda, start a fresh one.
                 log.warning("runtime.pool_replaced", environment=self.config.stack_name)
                 self._pool = self._new_pool()
-                return self._pool.submit(_run_in_worker, function, payload)
+                return self._pool.submit(function, payload)
 
 
 class _PoolInvoker:

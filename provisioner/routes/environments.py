@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
+from provisioner.auth import Principal
 from provisioner.deps import (
     EnvironmentServiceDep,
     IdempotencyKey,
@@ -15,9 +16,10 @@ from provisioner.deps import (
     ServicesDep,
 )
 from provisioner.engines.base import OperationKind
-from provisioner.environments import request_fingerprint
-from provisioner.registry.tables import EnvironmentState
+from provisioner.environments import EnvironmentService, request_fingerprint
+from provisioner.registry.tables import EnvironmentState, OperationRow
 from provisioner.routes.responses import Limit, Offset, accepted, audit_target, errors
+from provisioner.runner import OperationRunner
 from provisioner.schemas import (
     EnvironmentCreate,
     EnvironmentPublic,
@@ -28,6 +30,31 @@ from provisioner.schemas import (
 from provisioner.views import environment_public, operation_public
 
 router = APIRouter(prefix="/environments", tags=["environments"])
+
+
+def _start_operation(
+    request: Request,
+    response: Response,
+    principal: Principal,
+    service: EnvironmentService,
+    runner: OperationRunner,
+    idempotency_key: str | None,
+    *,
+    tenant: str,
+    name: str,
+    payload: Mapping[str, Any],
+    start: Callable[[str], OperationRow],
+) -> OperationPublic:
+    """What every operation-starting route does around `start(fingerprint)`: audit target,
+    idempotency, commit before the runner looks, a 202 with Location."""
+    audit_target(request, tenant, f"{tenant}/{name}")
+    fingerprint = request_fingerprint(request.method, request.url.path, payload)
+    operation = service.idempotent(
+        principal, idempotency_key, fingerprint, lambda: start(fingerprint)
+    )
+    service.session.commit()
+    runner.wake()
+    return accepted(operation, request, response)
 
 
 @router.post(
@@ -46,17 +73,18 @@ def create_environment(
     runner: RunnerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OperationPublic:
-    audit_target(request, body.tenant, f"{body.tenant}/{body.name}")
-    fingerprint = request_fingerprint("POST", "/environments", body.model_dump(mode="json"))
-    operation = service.idempotent(
+    return _start_operation(
+        request,
+        response,
         principal,
+        service,
+        runner,
         idempotency_key,
-        fingerprint,
-        lambda: service.create(principal, body, idempotency_key, fingerprint),
+        tenant=body.tenant,
+        name=body.name,
+        payload=body.model_dump(mode="json"),
+        start=lambda fingerprint: service.create(principal, body, idempotency_key, fingerprint),
     )
-    service.session.commit()
-    runner.wake()
-    return accepted(operation, request, response)
 
 
 @router.get("", response_model=Page[EnvironmentPublic], responses=errors())
@@ -111,19 +139,20 @@ def update_environment(
     runner: RunnerDep,
     idempotency_key: IdempotencyKey = None,
 ) -> OperationPublic:
-    audit_target(request, tenant, f"{tenant}/{name}")
-    fingerprint = request_fingerprint(
-        "PATCH", f"/environments/{tenant}/{name}", body.model_dump(mode="json")
-    )
-    operation = service.idempotent(
+    return _start_operation(
+        request,
+        response,
         principal,
+        service,
+        runner,
         idempotency_key,
-        fingerprint,
-        lambda: service.update(principal, tenant, name, body, idempotency_key, fingerprint),
+        tenant=tenant,
+        name=name,
+        payload=body.model_dump(mode="json"),
+        start=lambda fingerprint: service.update(
+            principal, tenant, name, body, idempotency_key, fingerprint
+        ),
     )
-    service.session.commit()
-    runner.wake()
-    return accepted(operation, request, response)
 
 
 def _operation_route(kind: OperationKind, summary: str) -> Callable[..., OperationPublic]:
@@ -139,17 +168,20 @@ def _operation_route(kind: OperationKind, summary: str) -> Callable[..., Operati
         runner: RunnerDep,
         idempotency_key: IdempotencyKey = None,
     ) -> OperationPublic:
-        audit_target(request, tenant, f"{tenant}/{name}")
-        fingerprint = request_fingerprint(request.method, request.url.path, {"kind": kind})
-        operation = service.idempotent(
+        return _start_operation(
+            request,
+            response,
             principal,
+            service,
+            runner,
             idempotency_key,
-            fingerprint,
-            lambda: service.run(principal, tenant, name, kind, idempotency_key, fingerprint),
+            tenant=tenant,
+            name=name,
+            payload={"kind": kind},
+            start=lambda fingerprint: service.run(
+                principal, tenant, name, kind, idempotency_key, fingerprint
+            ),
         )
-        service.session.commit()
-        runner.wake()
-        return accepted(operation, request, response)
 
     run.__name__ = f"{kind}_environment"
     run.__doc__ = summary

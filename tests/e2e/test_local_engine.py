@@ -8,19 +8,18 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import boto3
 import httpx
-import pytest
 
 from handlers.core.ids import file_id
 from stacks.spec import STACK_OUTPUTS
 from tests.e2e.service import RunningService
-from tests.e2e.trades import ROWS, expected_symbols, trades_csv, trades_csv_gz
+from tests.e2e.trades import ROWS, trades_csv, trades_csv_gz
 from tests.factories import auth
+from tests.handlers.reference import results_symbols
 
 
 def _assert_results(
@@ -39,15 +38,7 @@ def _assert_results(
     assert results["objectKey"] == item["objectKey"]
     assert results["rows"] == len(ROWS) == item["rowCount"]
     assert results["rejectedRows"] == 0 == item["rejectedRows"]
-    expected = expected_symbols()
-    assert set(results["symbols"]) == set(expected)
-    for symbol, figures in expected.items():
-        got = results["symbols"][symbol]
-        for name in ("open", "high", "low", "close", "volume", "trades"):
-            assert got[name] == figures[name], (symbol, name)
-        assert got["vwap"] == pytest.approx(figures["vwap"], rel=1e-12)
-        for name in ("firstTs", "lastTs"):
-            assert datetime.fromisoformat(got[name].replace("Z", "+00:00")) == figures[name]
+    assert results["symbols"] == results_symbols(trades_csv().decode())
 
 
 def test_create_gives_a_ready_environment_with_every_output(service: RunningService) -> None:

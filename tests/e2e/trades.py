@@ -1,13 +1,8 @@
-"""Sample trade files for end-to-end tests, and an independent computation of their results."""
+"""Sample trade files for end-to-end tests (their expected results: tests.handlers.reference)."""
 
 from __future__ import annotations
 
 import gzip
-from collections import defaultdict
-from datetime import datetime
-from decimal import Decimal
-from fractions import Fraction
-from typing import Any
 
 HEADER = "timestamp,symbol,price,size"
 ROWS = [
@@ -27,27 +22,3 @@ def trades_csv(rows: list[tuple[str, str, str, str]] = ROWS) -> bytes:
 
 def trades_csv_gz(rows: list[tuple[str, str, str, str]] = ROWS) -> bytes:
     return gzip.compress(trades_csv(rows))
-
-
-def expected_symbols(rows: list[tuple[str, str, str, str]] = ROWS) -> dict[str, dict[str, Any]]:
-    by_symbol: dict[str, list[tuple[datetime, Decimal, int]]] = defaultdict(list)
-    for ts, symbol, price, size in rows:
-        moment = datetime.fromisoformat(ts.replace("Z", "+00:00"))
-        by_symbol[symbol].append((moment, Decimal(price), int(size)))
-    result = {}
-    for symbol, trades in by_symbol.items():
-        ordered = sorted(trades, key=lambda trade: trade[0])
-        volume = sum(size for _, _, size in trades)
-        notional = sum(Fraction(price) * size for _, price, size in trades)
-        result[symbol] = {
-            "open": float(ordered[0][1]),
-            "high": float(max(price for _, price, _ in trades)),
-            "low": float(min(price for _, price, _ in trades)),
-            "close": float(ordered[-1][1]),
-            "volume": volume,
-            "vwap": float(notional / volume),
-            "trades": len(trades),
-            "firstTs": ordered[0][0],
-            "lastTs": ordered[-1][0],
-        }
-    return result

@@ -105,3 +105,22 @@ def iso(moment: tuple[datetime, int]) -> str:
     if nanos:
         text += "." + f"{nanos:09d}".rstrip("0")
     return text + "Z"
+
+
+def results_symbols(text: str) -> dict[str, dict[str, object]]:
+    """The `symbols` map of a results JSON (DESIGN §4) for this CSV text, as the aggregator must
+    write it: prices and VWAP as floats (one rounding of the exact value), times in `iso`."""
+    return {
+        symbol: {
+            "open": float(figures.open),
+            "high": float(figures.high),
+            "low": float(figures.low),
+            "close": float(figures.close),
+            "volume": figures.volume,
+            "vwap": float(figures.vwap),
+            "trades": figures.trades,
+            "firstTs": iso(figures.first_ts),
+            "lastTs": iso(figures.last_ts),
+        }
+        for symbol, figures in summarise(text)[2].items()
+    }

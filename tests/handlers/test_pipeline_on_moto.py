@@ -9,17 +9,12 @@ emulator's dispatcher, each with exactly its function's environment.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from decimal import Decimal
-from fractions import Fraction
 from typing import Any
 
 import pytest
@@ -37,6 +32,7 @@ from stacks import spec
 from stacks.config import PipelineConfig
 from stacks.state_machine import RetryPolicy
 from tests.emulator.conftest import REGION, fake_aws_environment
+from tests.handlers.reference import results_symbols
 
 pytestmark = pytest.mark.slow
 
@@ -57,43 +53,6 @@ VALID_ROWS = [
 
 def _csv(rows: list[tuple[str, ...]], header: str = "timestamp,symbol,price,size") -> bytes:
     return (header + "\n" + "".join(",".join(row) + "\n" for row in rows)).encode()
-
-
-def _utc(timestamp: str) -> datetime:
-    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _iso(moment: datetime) -> str:
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += "." + f"{moment.microsecond:06d}".rstrip("0")
-    return text + "Z"
-
-
-def expected_symbols(body: bytes) -> dict[str, dict[str, Any]]:
-    """DESIGN §4's figures, computed independently of the handlers (exact arithmetic)."""
-    trades: dict[str, list[tuple[datetime, Decimal, int]]] = {}
-    for row in csv.DictReader(io.StringIO(body.decode())):
-        trades.setdefault(row["symbol"], []).append(
-            (_utc(row["timestamp"]), Decimal(row["price"]), int(row["size"]))
-        )
-    result = {}
-    for symbol, rows in trades.items():
-        ordered = sorted(rows, key=lambda trade: trade[0])
-        volume = sum(size for _, _, size in rows)
-        notional = sum(Fraction(price) * size for _, price, size in rows)
-        result[symbol] = {
-            "open": float(ordered[0][1]),
-            "high": float(max(price for _, price, _ in rows)),
-            "low": float(min(price for _, price, _ in rows)),
-            "close": float(ordered[-1][1]),
-            "volume": volume,
-            "vwap": float(notional / volume),
-            "trades": len(rows),
-            "firstTs": _iso(ordered[0][0]),
-            "lastTs": _iso(ordered[-1][0]),
-        }
-    return result
 
 
 @dataclass
@@ -231,7 +190,7 @@ def test_valid_bad_redelivered_and_new_version(pipeline: Pipeline) -> None:
     assert result["fileId"] == valid_id
     assert result["objectKey"] == valid_key
     assert (result["rows"], result["rejectedRows"]) == (len(VALID_ROWS), 0)
-    assert result["symbols"] == expected_symbols(valid_body)
+    assert result["symbols"] == results_symbols(valid_body.decode())
     assert result["symbols"]["ACME"]["close"] == 99.75  # the latest trade, third row
 
     # A bad file: FAILED at the validator, with a reason, and one message in its DLQ.
@@ -283,8 +242,8 @@ def test_valid_bad_redelivered_and_new_version(pipeline: Pipeline) -> None:
     assert second_id != valid_id
     assert {e["name"]: e["status"] for e in executions}[second_id] == "SUCCEEDED"
     assert p.status(second_id)["status"] == "COMPLETED"
-    assert p.result(second_id)["symbols"] == expected_symbols(second_body)
-    assert p.result(valid_id)["symbols"] == expected_symbols(valid_body)
+    assert p.result(second_id)["symbols"] == results_symbols(second_body.decode())
+    assert p.result(valid_id)["symbols"] == results_symbols(valid_body.decode())
 
 
 def test_transient_errors_are_retried_and_persistent_ones_fail_the_stage(
@@ -306,7 +265,7 @@ def test_transient_errors_are_retried_and_persistent_ones_fail_the_stage(
     flaky_id = p.file_id("incoming/flaky.csv", flaky_version)
     assert p.status(flaky_id)["status"] == "COMPLETED"
     assert len(once) == 2
-    assert p.result(flaky_id)["symbols"] == expected_symbols(flaky_body)
+    assert p.result(flaky_id)["symbols"] == results_symbols(flaky_body.decode())
 
     # Throttled on every attempt: FAILED at the processor, and in the processor's DLQ.
     doomed_id = p.file_id("incoming/doomed.csv", doomed_version)
