@@ -16,7 +16,6 @@ from provisioner.registry.api_keys import ApiKeyRepository
 from provisioner.registry.database import Database
 from provisioner.runner import OperationRunner
 from provisioner.services import Services
-from provisioner.settings import Settings
 
 
 def _services(request: Request) -> Services:
@@ -27,10 +26,6 @@ def _services(request: Request) -> Services:
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _settings(services: ServicesDep) -> Settings:
-    return services.settings
-
-
 def _database(services: ServicesDep) -> Database:
     return services.database
 
@@ -39,7 +34,6 @@ def _runner(services: ServicesDep) -> OperationRunner:
     return services.runner
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
 DatabaseDep = Annotated[Database, Depends(_database)]
 RunnerDep = Annotated[OperationRunner, Depends(_runner)]
 

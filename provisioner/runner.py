@@ -280,6 +280,7 @@ class _Supervisor(threading.Thread):
 
         outcome: tuple[str, dict[str, Any]] | None = None
         signalled_at: float | None = None
+        killed = False
         timed_out = False
         last_beat = time.monotonic()
         while True:
@@ -301,9 +302,10 @@ class _Supervisor(threading.Thread):
                     except (BrokenPipeError, OSError):
                         pass  # the worker already exited
                     signalled_at = now
-            elif now - signalled_at > self.settings.cancel_grace_s and process.is_alive():
+            elif not killed and now - signalled_at > self.settings.cancel_grace_s:
                 log.warning("runner.worker_killed", pid=process.pid)
                 _signal_group(process.pid, signal.SIGKILL)
+                killed = True
             if now - last_beat >= self.settings.heartbeat_interval_s:
                 with runner.database.session() as session:
                     OperationRepository(session).heartbeat(self.operation_id, runner.runner_id)

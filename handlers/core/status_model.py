@@ -33,8 +33,6 @@ STATUS_RANK: Final[dict[FileStatus, int]] = {
     FileStatus.FAILED: 99,
 }
 
-TERMINAL_STATUSES: Final = frozenset({FileStatus.COMPLETED, FileStatus.FAILED})
-
 # Item attribute names (DESIGN §3); `statusRank` is ours, it makes the rank condition a
 # single numeric comparison.
 STATUS_RANK_ATTRIBUTE: Final = "statusRank"

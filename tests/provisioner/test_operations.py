@@ -308,7 +308,7 @@ def test_lists_paginate_and_filter(client: TestClient) -> None:
     assert len(operations["items"]) == 4
 
 
-def test_settings_are_not_shared_between_apps(settings: Settings) -> None:
+def test_two_apps_in_one_process_keep_their_own_metrics(settings: Settings) -> None:
     # Two apps in one process keep separate metrics registries (no duplicate-series error).
     for _ in range(2):
         with TestClient(create_app(settings, engine_reference=SCRIPTED_ENGINE)) as client:
