@@ -24,25 +24,24 @@ import moto
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
+from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.apply import (
     AwsClients,
+    Phase,
+    ResourceProgress,
     apply_pipeline,
     destroy_pipeline,
     plan_pipeline,
     planned_resources,
 )
-from provisioner.emulator.lambda_dispatch import (
-    DEFAULT_ACCOUNT_ID,
-    FunctionStats,
-    InvocationResult,
-    LambdaDispatcher,
-)
+from provisioner.emulator.lambda_dispatch import FunctionStats, InvocationResult, LambdaDispatcher
 from provisioner.emulator.runtime import LOCAL_CREDENTIALS, EnvironmentRuntime
 from provisioner.emulator.server import EmulatorServer
 from provisioner.engines.base import (
     DataPlaneAccess,
     EngineEvent,
     EngineHealth,
+    EventType,
     OperationContext,
     OperationKind,
     OperationRequest,
@@ -66,7 +65,28 @@ def emulator_url(settings: Settings) -> str:
 
 def local_api_endpoint(settings: Settings, config: PipelineConfig) -> str:
     """The environment's status API base URL, served by this service (stage `prod`)."""
-    return f"{settings.public_url}{API_PREFIX}/{config.tenant}/{config.environment}/prod"
+    return (
+        f"{settings.public_url}{API_PREFIX}/{config.tenant}/{config.environment}/{spec.API_STAGE}"
+    )
+
+
+_EVENT_TYPES: Final = {
+    Phase.STARTED: EventType.RESOURCE_STARTED,
+    Phase.FINISHED: EventType.RESOURCE_FINISHED,
+    Phase.FAILED: EventType.RESOURCE_FAILED,
+}
+
+
+def engine_event(progress: ResourceProgress) -> EngineEvent:
+    """The applier's progress report as the engine event every engine emits."""
+    return EngineEvent(
+        type=_EVENT_TYPES[progress.phase],
+        message=progress.message,
+        resource=progress.resource,
+        resource_type=progress.resource_type,
+        step=progress.step,
+        data={} if progress.changes is None else {"changes": list(progress.changes)},
+    )
 
 
 class LocalEngine:
@@ -93,10 +113,10 @@ class LocalEngine:
         clients = AwsClients.for_endpoint(emulator_url(self._settings), region=config.region)
         steps: Counter[str] = Counter()
 
-        def on_event(event: EngineEvent) -> None:
-            if event.step and event.type.startswith("resource.finished"):
-                steps[event.step] += 1
-            context.emit(event)
+        def on_event(progress: ResourceProgress) -> None:
+            if progress.phase is Phase.FINISHED:
+                steps[progress.step] += 1
+            context.emit(engine_event(progress))
 
         def should_stop() -> bool:
             return context.cancel_requested.is_set()
@@ -214,7 +234,7 @@ class LocalHost:
             raise NotFoundError(
                 f"environment {config.tenant}/{config.environment} is not running locally"
             )
-        return runtime.invoke(spec.names(config, DEFAULT_ACCOUNT_ID).functions[function], payload)
+        return runtime.invoke(spec.names(config, MOTO_ACCOUNT_ID).functions[function], payload)
 
     def _stop_runtime(self, stack_name: str) -> None:
         with self._lock:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import uuid
-from typing import Any, Final
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from handlers.core.routes import match_route
 from provisioner.auth import Principal
 from provisioner.deps import PrincipalDep, ServicesDep
-from provisioner.emulator.lambda_dispatch import DEFAULT_ACCOUNT_ID
+from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.engines.local import API_PREFIX, LocalHost
 from provisioner.environments import EnvironmentService, environment_config
 from provisioner.errors import NotFoundError, UnavailableError
@@ -29,12 +29,6 @@ from stacks.config import PipelineConfig
 from stacks.spec import API_STAGE
 
 router = APIRouter(prefix=API_PREFIX, tags=["local status API"])
-
-# The REST API's resources (stacks.pipeline): path pattern → resource template.
-_RESOURCES: Final = (
-    (re.compile(r"^/status/(?P<fileId>[^/]+)$"), "/status/{fileId}"),
-    (re.compile(r"^/files$"), "/files"),
-)
 
 
 @router.get(
@@ -82,14 +76,12 @@ def _environment(
 
 def _rest_proxy_event(request: Request, path: str, tenant: str) -> dict[str, Any]:
     """The API Gateway REST (v1) proxy event for this request, as API Gateway builds it."""
-    resource, path_parameters = None, None
-    for pattern, template in _RESOURCES:
-        match = pattern.match(path)
-        if match:
-            resource, path_parameters = template, match.groupdict() or None
-            break
-    if resource is None:
+    # The same route table API Gateway's resources are built from (handlers.core.routes).
+    matched = match_route(path)
+    if matched is None:
         raise NotFoundError(f"no resource {path} in the status API")
+    route, parameters = matched
+    resource, path_parameters = route.resource, parameters or None
     query = request.query_params
     headers = {k: v for k, v in request.headers.items() if k.lower() != "authorization"}
     request_id = str(uuid.uuid4())
@@ -109,7 +101,7 @@ def _rest_proxy_event(request: Request, path: str, tenant: str) -> dict[str, Any
             "path": f"/{API_STAGE}{path}",
             "stage": API_STAGE,
             "requestId": request_id,
-            "accountId": DEFAULT_ACCOUNT_ID,
+            "accountId": MOTO_ACCOUNT_ID,
             "apiId": f"local-{tenant}",
             "identity": {"sourceIp": request.client.host if request.client else "127.0.0.1"},
         },
