@@ -110,7 +110,7 @@ class FilePipeline(pulumi.ComponentResource):
             f"{name}-incoming",
             name=physical.ingest_rule,
             description=rule.description,
-            state="ENABLED" if rule.enabled else "DISABLED",
+            state=spec.rule_state(rule),
             event_pattern=bucket.bucket.apply(
                 lambda bucket_name: _json(spec.ingest_rule_event_pattern(bucket_name))
             ),
@@ -390,7 +390,7 @@ class FilePipeline(pulumi.ComponentResource):
                 for index in table.indexes
             ],
             server_side_encryption={"enabled": table.encrypted},
-            ttl={"attribute_name": table.ttl_attribute, "enabled": True},
+            ttl={"attribute_name": table.ttl_attribute, "enabled": table.ttl_enabled},
             point_in_time_recovery={"enabled": table.point_in_time_recovery},
             deletion_protection_enabled=table.deletion_protection,
             tags=self._tags,
@@ -571,7 +571,7 @@ def _lifecycle_rule(rule: spec.LifecycleRule) -> Any:
     """One model lifecycle rule as pulumi-aws's BucketLifecycleConfiguration rule."""
     rendered: dict[str, Any] = {
         "id": rule.id,
-        "status": "Enabled",
+        "status": spec.lifecycle_status(rule),
         "filter": {"prefix": rule.prefix},
     }
     storage = spec.ARCHIVE_STORAGE_CLASS

@@ -94,6 +94,7 @@ class LifecycleRule:
 
     id: str
     prefix: str
+    enabled: bool = True
     archive_after_days: int | None = None  # current versions → ARCHIVE_STORAGE_CLASS
     archive_noncurrent_after_days: int | None = None
     expire_after_days: int | None = None  # current versions
@@ -197,6 +198,14 @@ INGEST_RULE: Final = IngestRuleSettings(
 )
 
 
+def rule_state(settings: IngestRuleSettings) -> Literal["ENABLED", "DISABLED"]:
+    return "ENABLED" if settings.enabled else "DISABLED"
+
+
+def lifecycle_status(rule: LifecycleRule) -> Literal["Enabled", "Disabled"]:
+    return "Enabled" if rule.enabled else "Disabled"
+
+
 def ingest_rule_event_pattern(bucket: str) -> dict[str, object]:
     """EventBridge pattern: objects created in this bucket under incoming/."""
     return {
@@ -245,6 +254,7 @@ class TableSettings:
     on_demand: bool  # PAY_PER_REQUEST
     encrypted: bool
     ttl_attribute: str
+    ttl_enabled: bool
     point_in_time_recovery: bool
     deletion_protection: bool  # off: environments are disposable (DESIGN §2)
 
@@ -257,6 +267,7 @@ STATUS_TABLE: Final = TableSettings(
     on_demand=True,
     encrypted=True,
     ttl_attribute=TTL_ATTRIBUTE,
+    ttl_enabled=True,
     point_in_time_recovery=True,
     deletion_protection=False,
 )

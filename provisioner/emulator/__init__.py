@@ -1,6 +1,7 @@
 """The AWS emulator of the local engine: moto's server, the applier, the Lambda runtime.
 
-Arrows run engines → emulator → stacks: nothing here imports `provisioner.engines`.
+Arrows run engines → emulator → stacks: nothing here imports the engines package; the applier
+reports progress in its own type (`apply.progress`) and the local engine translates it.
 """
 
 from typing import Final

@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from botocore.exceptions import ClientError
@@ -315,7 +315,7 @@ class Rule(Resource):
     def plan(self, ctx: Context) -> Plan:
         events = ctx.clients.events
         settings = spec.INGEST_RULE
-        state: Literal["ENABLED", "DISABLED"] = "ENABLED" if settings.enabled else "DISABLED"
+        state = spec.rule_state(settings)
         pattern = spec.ingest_rule_event_pattern(ctx.names.bucket)
         target = {
             "Id": settings.target_id,

@@ -381,7 +381,7 @@ class Table(Resource):
             if table is not None
             else {}
         )
-        if ttl.get("TimeToLiveStatus") not in ("ENABLED", "ENABLING") or (
+        if (ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING")) != settings.ttl_enabled or (
             ttl.get("AttributeName") != settings.ttl_attribute
         ):
             plan.change(
@@ -389,7 +389,7 @@ class Table(Resource):
                 lambda: dynamodb.update_time_to_live(
                     TableName=self.name,
                     TimeToLiveSpecification={
-                        "Enabled": True,
+                        "Enabled": settings.ttl_enabled,
                         "AttributeName": settings.ttl_attribute,
                     },
                 ),
@@ -464,7 +464,7 @@ def lifecycle_rule(rule: spec.LifecycleRule) -> dict[str, Any]:
     """One model lifecycle rule in S3's spelling (PutBucketLifecycleConfiguration)."""
     rendered: dict[str, Any] = {
         "ID": rule.id,
-        "Status": "Enabled",
+        "Status": spec.lifecycle_status(rule),
         "Filter": {"Prefix": rule.prefix},
     }
     storage = spec.ARCHIVE_STORAGE_CLASS
