@@ -10,22 +10,27 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
-from provisioner import exception_handlers, openapi
-from provisioner.audit import AuditMiddleware
-from provisioner.auth import ensure_bootstrap_admin_key
+from provisioner import errors, health, openapi
+from provisioner.audit import endpoints as audit_endpoints
+from provisioner.audit.middleware import AuditMiddleware
+from provisioner.auth import endpoints as auth_endpoints
+from provisioner.auth.service import ensure_bootstrap_admin_key
+from provisioner.config import Settings
 from provisioner.dashboard.routes import router as dashboard_router
+from provisioner.db import Database
 from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
 from provisioner.engines.base import EngineHost, WorkerOnlyHost
-from provisioner.environments import recreate_ephemeral_environments
+from provisioner.environments import endpoints as environment_endpoints
+from provisioner.environments.service import recreate_ephemeral_environments
+from provisioner.files import endpoints as file_endpoints
+from provisioner.files import local_api
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
-from provisioner.notifier import OperationNotifier
-from provisioner.registry.database import Database
-from provisioner.routes import admin, environments, files, health, local_api, operations
-from provisioner.runner import OperationRunner
-from provisioner.services import Services
-from provisioner.settings import Settings
-from provisioner.worker import load_engine
+from provisioner.operations import endpoints as operation_endpoints
+from provisioner.operations.events import OperationNotifier
+from provisioner.operations.runner import OperationRunner
+from provisioner.operations.worker import load_engine
+from provisioner.state import AppState
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +74,7 @@ def create_app(
         metrics = Metrics(database)
         runner = OperationRunner(settings, database, reference, host, metrics, notifier)
         await runner.start()
-        app.state.services = Services(
+        app.state.services = AppState(
             settings=settings,
             database=database,
             engine_name=load_engine(reference).name,
@@ -99,14 +104,15 @@ def create_app(
     )
     app.state.database = database
     app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
-    exception_handlers.install(app)
+    errors.install(app)
     openapi.install(app)
     for router in (
         health.router,
-        environments.router,
-        files.router,
-        operations.router,
-        admin.router,
+        environment_endpoints.router,
+        file_endpoints.router,
+        operation_endpoints.router,
+        auth_endpoints.router,
+        audit_endpoints.router,
         local_api.router,
     ):
         app.include_router(router)

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Final
 
 ENGINE_REFERENCES: Final[dict[str, str]] = {
-    "local": "provisioner.engines.local:LocalEngine",
-    "pulumi": "provisioner.engines.pulumi:PulumiEngine",
+    "local": "provisioner.engines.local.engine:LocalEngine",
+    "pulumi": "provisioner.engines.pulumi.engine:PulumiEngine",
 }
 
 # Engines with a half in the service's own process (see provisioner.engines.base.EngineHost).
 ENGINE_HOSTS: Final[dict[str, str]] = {
-    "local": "provisioner.engines.local:LocalHost",
+    "local": "provisioner.engines.local.engine:LocalHost",
 }

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import boto3
 
-from provisioner.aws_credentials import resolve_aws_credentials, session_for
+from provisioner.engines.aws import resolve_aws_credentials, session_for
 from stacks.config import PipelineConfig
 
 if TYPE_CHECKING:
-    from provisioner.settings import Settings
+    from provisioner.config import Settings
 
 
 class OperationKind(StrEnum):

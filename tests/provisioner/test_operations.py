@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm.attributes import set_committed_value
 
 from provisioner.app import create_app
-from provisioner.auth import Principal
-from provisioner.environments import EnvironmentService
-from provisioner.registry.operations import OperationRepository
-from provisioner.registry.tables import OperationState
-from provisioner.settings import Settings
+from provisioner.auth.service import Principal
+from provisioner.config import Settings
+from provisioner.environments.service import EnvironmentService
+from provisioner.operations.models import OperationState
+from provisioner.operations.repository import OperationRepository
 from tests.factories import auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 

@@ -7,13 +7,13 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from provisioner.app import create_app
-from provisioner.environments import (
+from provisioner.db import Database
+from provisioner.environments.repository import EnvironmentRepository
+from provisioner.environments.service import (
     recreate_ephemeral_environments,
 )
-from provisioner.registry.database import Database
-from provisioner.registry.environments import EnvironmentRepository
-from provisioner.registry.operations import OperationRepository
-from provisioner.registry.tables import OperationState
+from provisioner.operations.models import OperationState
+from provisioner.operations.repository import OperationRepository
 from tests.factories import auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 
@@ -37,7 +37,7 @@ def test_ready_environments_are_recreated_and_queued_work_on_them_cancelled(
         assert busy is not None
         # A refresh left queued when the service stopped.
         from provisioner.engines.base import OperationKind
-        from provisioner.environments import SYSTEM_PRINCIPAL, EnvironmentService
+        from provisioner.environments.service import SYSTEM_PRINCIPAL, EnvironmentService
 
         service = EnvironmentService(session, settings, "local")
         queued = service.run(SYSTEM_PRINCIPAL, "acme", "busy", OperationKind.REFRESH, None, "x")

@@ -22,14 +22,14 @@ import pulumi.automation as auto
 import pytest
 from pydantic import SecretStr
 
-import provisioner.engines.pulumi as pulumi_engine
+import provisioner.engines.pulumi.engine as pulumi_engine
+from provisioner.config import Settings
 from provisioner.engines.base import (
     EngineEvent,
     EventType,
     OperationKind,
     OperationRequest,
 )
-from provisioner.settings import Settings
 from stacks.config import PipelineConfig
 
 PASSPHRASE = "correct-horse-battery-staple"

@@ -14,8 +14,9 @@ import pytest
 import yaml
 from moto import mock_aws
 
+from provisioner.config import Settings
 from provisioner.engines.base import EventType, OperationKind, OperationResult
-from provisioner.engines.pulumi import (
+from provisioner.engines.pulumi.engine import (
     PULUMI_NOT_FOUND,
     REDACTED,
     SECRET_OUTPUT,
@@ -29,7 +30,6 @@ from provisioner.errors import (
     StackExistsError,
     StackNotFoundError,
 )
-from provisioner.settings import Settings
 from stacks.config import PipelineConfig
 from stacks.program import STACK_OUTPUTS, expected_resource_count
 from tests.provisioner.engines.conftest import (

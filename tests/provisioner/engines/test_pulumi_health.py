@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import provisioner.engines.pulumi as pulumi_engine
+import provisioner.engines.pulumi.engine as pulumi_engine
+from provisioner.config import Settings
 from provisioner.engines.base import EngineHealth
-from provisioner.engines.pulumi import PulumiEngine
-from provisioner.settings import Settings
+from provisioner.engines.pulumi.engine import PulumiEngine
 
 
 @pytest.fixture
