@@ -16,12 +16,9 @@ from moto import mock_aws
 
 from provisioner.config import Settings
 from provisioner.engines.base import EventType, OperationKind, OperationResult
-from provisioner.engines.pulumi.engine import (
-    PULUMI_NOT_FOUND,
-    REDACTED,
-    SECRET_OUTPUT,
-    PulumiEngine,
-)
+from provisioner.engines.pulumi.engine import PulumiEngine
+from provisioner.engines.pulumi.errors import PULUMI_NOT_FOUND
+from provisioner.engines.pulumi.operation import SECRET_OUTPUT
 from provisioner.errors import (
     ConcurrentUpdateError,
     EngineError,
@@ -30,6 +27,7 @@ from provisioner.errors import (
     StackExistsError,
     StackNotFoundError,
 )
+from provisioner.logging import MASK as REDACTED
 from stacks.config import PipelineConfig
 from stacks.program import STACK_OUTPUTS, expected_resource_count
 from tests.provisioner.engines.conftest import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from provisioner.engines.pulumi.engine import inline_program
+from provisioner.engines.pulumi.automation import inline_program
 from stacks.config import PipelineConfig
 from stacks.program import STACK_OUTPUTS, expected_resource_count
 from tests.stacks.mocks import STACK_TYPE, deploy
