@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from handlers.core.ids import file_id
 from provisioner.app import create_app
 from provisioner.config import Settings
-from provisioner.engines.local.engine import LocalHost
+from provisioner.engines.local.host import LocalHost
 from provisioner.state import AppState
 
 ADMIN_KEY = "mdp_bench-admin-key-0123456789abcdefghijkl"

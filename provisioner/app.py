@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -18,8 +17,9 @@ from provisioner.auth.service import ensure_bootstrap_admin_key
 from provisioner.config import Settings
 from provisioner.dashboard.routes import router as dashboard_router
 from provisioner.db import Database
-from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
-from provisioner.engines.base import EngineHost, WorkerOnlyHost
+from provisioner.engines import build_host, load_engine
+from provisioner.engines import engine_reference as reference_of
+from provisioner.engines.base import EngineHost
 from provisioner.environments import endpoints as environment_endpoints
 from provisioner.environments.service import recreate_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
@@ -29,7 +29,6 @@ from provisioner.metrics import Metrics
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
-from provisioner.operations.worker import load_engine
 from provisioner.state import AppState
 
 log = structlog.get_logger(__name__)
@@ -47,7 +46,7 @@ def create_app(
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
-    reference = engine_reference or ENGINE_REFERENCES[settings.engine]
+    reference = engine_reference or reference_of(settings.engine)
     database = Database(settings.resolved_database_url)
 
     @asynccontextmanager
@@ -62,8 +61,7 @@ def create_app(
                 path=str(generated),
                 hint="read the admin API key from this file (mode 0600)",
             )
-        factory = host_factory or _default_host_factory(settings, engine_reference, reference)
-        host = factory(settings)
+        host = host_factory(settings) if host_factory else build_host(reference, settings)
         await asyncio.to_thread(host.start)
         if host.ephemeral:
             recreated = await asyncio.to_thread(_recreate_ephemeral, database, settings)
@@ -123,17 +121,3 @@ def create_app(
 def _recreate_ephemeral(database: Database, settings: Settings) -> int:
     with database.session() as session:
         return len(recreate_ephemeral_environments(session, settings, settings.engine))
-
-
-def _default_host_factory(
-    settings: Settings, engine_reference: str | None, reference: str
-) -> HostFactory:
-    if engine_reference is None and settings.engine in ENGINE_HOSTS:
-        module_name, _, class_name = ENGINE_HOSTS[settings.engine].partition(":")
-        host_class: HostFactory = getattr(importlib.import_module(module_name), class_name)
-        return host_class
-
-    def factory(settings: Settings) -> EngineHost:
-        return WorkerOnlyHost(load_engine(reference), settings)
-
-    return factory

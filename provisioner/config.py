@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where this service serves local environments' status APIs (the local engine's `apiEndpoint`).
+LOCAL_API_PREFIX: Final = "/local"
 
 
 class Settings(BaseSettings):

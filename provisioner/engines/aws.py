@@ -1,4 +1,5 @@
-"""AWS credentials for acting on an environment, resolved explicitly from the settings.
+"""AWS access for acting on an environment: credentials resolved explicitly from the settings,
+and the data-plane clients built from them.
 
 Used by the pulumi engine (passed to the CLI as environment variables) and by the service's
 data-plane routes (file status, DLQs), so both act with the same, configured identity.
@@ -7,8 +8,9 @@ data-plane routes (file status, DLQs), so both act with the same, configured ide
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Final
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
@@ -127,3 +129,28 @@ def session_for(credentials: AwsCredentials, region: str) -> boto3.Session:
         aws_session_token=env.get("AWS_SESSION_TOKEN"),
         region_name=region,
     )
+
+
+@dataclass(frozen=True)
+class DataPlaneAccess:
+    session: boto3.Session
+    endpoint_url: str | None = None  # the local emulator; None for real AWS
+    # S3 events as this data plane's queues hold them carry the object key raw (the emulator)
+    # rather than URL-encoded (AWS); see provisioner.emulator.event_source.
+    raw_event_keys: bool = False
+    # boto3 clients are thread-safe and slow to build: one per service, made on first use.
+    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _clients_lock: threading.Lock = field(
+        default_factory=threading.Lock, init=False, repr=False, compare=False
+    )
+
+    def client(self, service: str) -> Any:
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self.session.client(  # type: ignore[call-overload]
+                    service, endpoint_url=self.endpoint_url
+                )
+            return self._clients[service]
+
+
+# Data-plane credentials are reused for this long (assumed roles last at least 15 minutes).

@@ -23,7 +23,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from handlers.core.ids import execution_name, file_id, is_file_id
 from handlers.core.status_model import PUBLIC_ITEM_FIELDS, FileStatus
 from handlers.core.status_store import RetryNotAllowedError, StatusStore
-from provisioner.engines.base import DataPlaneAccess
+from provisioner.engines.base import DataPlane
 from provisioner.errors import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
 from stacks.spec import INGEST_MESSAGE_GROUP
 
@@ -68,9 +68,7 @@ class DeadLetterQueue:
 
 
 class EnvironmentDataPlane:
-    def __init__(
-        self, access: DataPlaneAccess, outputs: Mapping[str, str], status_ttl_days: int
-    ) -> None:
+    def __init__(self, access: DataPlane, outputs: Mapping[str, str], status_ttl_days: int) -> None:
         if not outputs.get("statusTableName"):
             raise ConflictError("the environment has no data plane (it is not provisioned)")
         self._access = access

@@ -9,19 +9,18 @@ the service dies, that pipe closes and the worker stops its operation gracefully
 
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import threading
 from dataclasses import asdict
 from multiprocessing.connection import Connection
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import structlog
 
 from provisioner.config import Settings
+from provisioner.engines import load_engine
 from provisioner.engines.base import (
-    Engine,
     EngineEvent,
     OperationRequest,
     OperationResult,
@@ -41,12 +40,6 @@ ERROR: Final = "error"
 CANCEL: Final = "cancel"
 # How long to wait for the engine to stop after the service vanished, before exiting anyway.
 ORPHAN_GRACE_S: Final = 60.0
-
-
-def load_engine(reference: str) -> type[Engine]:
-    """Import an engine class from "package.module:ClassName"."""
-    module_name, _, class_name = reference.partition(":")
-    return cast(type[Engine], getattr(importlib.import_module(module_name), class_name))
 
 
 class WorkerContext:
