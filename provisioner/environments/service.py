@@ -1,12 +1,14 @@
-"""The environment lifecycle: which operation may start from which state, and how an
-operation's end settles its environment. Routes call this; the runner settles through it."""
+"""Environment requests → queued operations, under the registry's constraints and the lifecycle
+(`provisioner.environments.lifecycle`); and the re-creation of in-memory environments after a
+restart."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -17,6 +19,7 @@ from provisioner.auth.service import Principal
 from provisioner.config import Settings
 from provisioner.db import utcnow
 from provisioner.engines.base import EngineEvent, EventType, OperationKind
+from provisioner.environments.lifecycle import LIFECYCLE, settle
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
 from provisioner.environments.repository import EnvironmentRepository
 from provisioner.environments.schemas import EnvironmentCreate, EnvironmentUpdate
@@ -26,25 +29,10 @@ from provisioner.errors import (
     PermissionDeniedError,
     ValidationFailed,
 )
-from provisioner.operations.models import ACTIVE_OPERATION_STATES, OperationRow, OperationState
+from provisioner.operations.models import OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
 from stacks.config import PipelineConfig, PipelineSettings
 
-# The environment's state while an operation of this kind is queued or running.
-_STATE_DURING: dict[OperationKind, EnvironmentState | None] = {
-    OperationKind.CREATE: EnvironmentState.PROVISIONING,
-    OperationKind.UPDATE: EnvironmentState.UPDATING,
-    OperationKind.DESTROY: EnvironmentState.DESTROYING,
-    OperationKind.REFRESH: None,  # a drift check or a plan leaves the state as it is
-    OperationKind.PREVIEW: None,
-}
-_ALLOWED_FROM: dict[OperationKind, tuple[EnvironmentState, ...]] = {
-    OperationKind.UPDATE: (EnvironmentState.READY, EnvironmentState.FAILED),
-    OperationKind.DESTROY: (EnvironmentState.READY, EnvironmentState.FAILED),
-    OperationKind.REFRESH: (EnvironmentState.READY, EnvironmentState.FAILED),
-    OperationKind.PREVIEW: (EnvironmentState.READY, EnvironmentState.FAILED),
-}
-# Where the fields of a PipelineConfig error are, in the API's request bodies.
 _FIELD_LOCATION = {"environment": "name", "tenant": "tenant", "region": "region", "tags": "tags"}
 
 
@@ -71,6 +59,19 @@ def request_fingerprint(method: str, path: str, body: Mapping[str, Any] | None) 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class OperationOrder:
+    """What to queue on an environment: an operation of `kind` on `config`."""
+
+    kind: OperationKind
+    config: PipelineConfig
+    # The environment's state when it was ordered: restored if the order is cancelled before it
+    # starts; FAILED means the engine recovers the stack first.
+    state_before: EnvironmentState | None
+    fingerprint: str
+    idempotency_key: str | None = None
+
+
 class EnvironmentService:
     """Turns API requests into queued operations, under the registry's constraints."""
 
@@ -80,8 +81,6 @@ class EnvironmentService:
         self.engine = engine
         self.environments = EnvironmentRepository(session)
         self.operations = OperationRepository(session)
-
-    # --- reads ---
 
     def get_visible(self, principal: Principal, tenant: str, name: str) -> EnvironmentRow:
         """Another tenant's environment answers exactly like a missing one."""
@@ -95,8 +94,6 @@ class EnvironmentService:
         if row is None or not principal.can_see(row.tenant):
             raise NotFoundError(f"operation {operation_id} not found")
         return row
-
-    # --- writes ---
 
     def replay(
         self, principal: Principal, key: str | None, fingerprint: str
@@ -175,7 +172,7 @@ class EnvironmentService:
                 raise self._conflict(config.tenant, config.environment) from None
         else:
             self._refuse_if_active(row)
-            if row.state not in (EnvironmentState.DESTROYED, EnvironmentState.FAILED):
+            if row.state not in LIFECYCLE[OperationKind.CREATE].allowed_from:
                 raise ConflictError(
                     f"environment {row.tenant}/{row.name} already exists (state {row.state})"
                 )
@@ -185,14 +182,12 @@ class EnvironmentService:
             row.config = config.settings().model_dump(mode="json")
             row.tags = dict(config.tags)
             row.engine = self.engine
-        return self._enqueue(
+        return self.enqueue(
             principal,
             row,
-            OperationKind.CREATE,
-            config,
-            state_before,
-            idempotency_key,
-            fingerprint,
+            OperationOrder(
+                OperationKind.CREATE, config, state_before, fingerprint, idempotency_key
+            ),
         )
 
     def update(
@@ -226,8 +221,12 @@ class EnvironmentService:
         state_before = EnvironmentState(row.state)
         row.config = settings.model_dump(mode="json")
         row.tags = dict(tags)
-        return self._enqueue(
-            principal, row, OperationKind.UPDATE, config, state_before, idempotency_key, fingerprint
+        return self.enqueue(
+            principal,
+            row,
+            OperationOrder(
+                OperationKind.UPDATE, config, state_before, fingerprint, idempotency_key
+            ),
         )
 
     def run(
@@ -243,51 +242,41 @@ class EnvironmentService:
         row = self.get_visible(principal, tenant, name)
         self._refuse_if_active(row)
         self._require_state(row, kind)
-        return self._enqueue(
-            principal,
-            row,
-            kind,
-            environment_config(row),
-            EnvironmentState(row.state),
-            idempotency_key,
-            fingerprint,
+        order = OperationOrder(
+            kind, environment_config(row), EnvironmentState(row.state), fingerprint, idempotency_key
         )
+        return self.enqueue(principal, row, order)
 
     def cancel(self, principal: Principal, operation_id: str) -> OperationRow:
         row = self.get_operation(principal, operation_id)
         # Only from QUEUED: a runner may claim the operation between the read and this write,
         # and then it must be stopped like a running one, not declared never started.
-        if row.state == OperationState.QUEUED and settle(
+        settled = row.state == OperationState.QUEUED and settle(
             self.session,
             row,
             OperationState.CANCELLED,
             error_code="cancelled",
             error="cancelled before it started",
             from_states=(OperationState.QUEUED,),
-        ):
-            pass
-        elif row.state in (OperationState.QUEUED, OperationState.RUNNING):
+        )
+        if not settled:
             self.session.refresh(row)
             if row.state != OperationState.RUNNING:
                 raise ConflictError(f"operation {row.id} already finished ({row.state})")
             row.cancel_requested = True
-        else:
-            raise ConflictError(f"operation {row.id} already finished ({row.state})")
         self.session.flush()
         return row
 
-    # --- helpers ---
-
-    def _enqueue(
-        self,
-        principal: Principal,
-        environment: EnvironmentRow,
-        kind: OperationKind,
-        config: PipelineConfig,
-        state_before: EnvironmentState | None,
-        idempotency_key: str | None,
-        fingerprint: str,
+    def enqueue(
+        self, principal: Principal, environment: EnvironmentRow, order: OperationOrder
     ) -> OperationRow:
+        """Queue `order` on `environment` and put the environment in its state for it.
+
+        A conflict with another active operation (or an Idempotency-Key's first use committing
+        meanwhile) raises `ConflictError`; `idempotent` turns the latter into its replay.
+        """
+        kind, config, state_before = order.kind, order.config, order.state_before
+        idempotency_key, fingerprint = order.idempotency_key, order.fingerprint
         operation = OperationRow(
             id=str(uuid.uuid4()),
             environment_id=environment.id,
@@ -315,12 +304,8 @@ class EnvironmentService:
             with self.session.begin_nested():
                 self.operations.add(operation)
         except IntegrityError:
-            if idempotency_key is not None:
-                replayed = self.operations.by_idempotency_key(principal.key_id, idempotency_key)
-                if replayed is not None and replayed.request_fingerprint == fingerprint:
-                    return replayed
             raise self._conflict(environment.tenant, environment.name) from None
-        during = _STATE_DURING[kind]
+        during = LIFECYCLE[kind].during
         if during is not None:
             environment.state = during
             environment.failure_reason = None
@@ -332,13 +317,10 @@ class EnvironmentService:
     def _refuse_if_active(self, row: EnvironmentRow) -> None:
         active = self.operations.active_for(row.id)
         if active is not None:
-            raise ConflictError(
-                f"environment {row.tenant}/{row.name} has an active operation {active.id} "
-                f"({active.kind}, {active.state})"
-            )
+            raise _active_conflict(row.tenant, row.name, active)
 
     def _require_state(self, row: EnvironmentRow, kind: OperationKind) -> None:
-        if row.state not in _ALLOWED_FROM[kind]:
+        if row.state not in LIFECYCLE[kind].allowed_from:
             raise ConflictError(
                 f"cannot {kind} environment {row.tenant}/{row.name} in state {row.state}"
             )
@@ -347,77 +329,15 @@ class EnvironmentService:
         row = self.environments.get(tenant, name)
         active = self.operations.active_for(row.id) if row is not None else None
         if active is not None:
-            return ConflictError(
-                f"environment {tenant}/{name} has an active operation {active.id} "
-                f"({active.kind}, {active.state})"
-            )
+            return _active_conflict(tenant, name, active)
         return ConflictError(f"environment {tenant}/{name} already exists")
 
 
-def settle(
-    session: Session,
-    operation: OperationRow,
-    final_state: OperationState,
-    *,
-    error_code: str | None = None,
-    error: str | None = None,
-    outputs: Mapping[str, str] | None = None,
-    changes: Mapping[str, int] | None = None,
-    from_states: Sequence[OperationState] = ACTIVE_OPERATION_STATES,
-) -> bool:
-    """Record an operation's end and what it means for its environment, in one transaction.
-
-    Returns False if the operation was not in `from_states` (e.g. another path settled it, or a
-    runner claimed it first).
-    """
-    operations = OperationRepository(session)
-    was_running = operation.state == OperationState.RUNNING
-    if not operations.transition(
-        operation.id,
-        from_states=from_states,
-        to_state=final_state,
-        finished_at=utcnow(),
-        error_code=error_code,
-        error=error,
-        result={"changes": dict(changes or {})},
-    ):
-        return False
-    session.refresh(operation)
-    # The final event goes with the final state, in the same transaction: a stream that sees
-    # the state final and nothing left to read has seen everything.
-    operations.append_event(
-        operation.id,
-        EngineEvent(
-            EventType.FINISHED,
-            f"operation {final_state.lower()}" + (f": {error}" if error else ""),
-            data={"state": final_state, "changes": dict(changes or {})},
-        ),
+def _active_conflict(tenant: str, name: str, active: OperationRow) -> ConflictError:
+    return ConflictError(
+        f"environment {tenant}/{name} has an active operation {active.id} "
+        f"({active.kind}, {active.state})"
     )
-    environment = EnvironmentRepository(session).get_by_id(operation.environment_id)
-    if environment is None:
-        return True
-    kind = OperationKind(operation.kind)
-    before = operation.environment_state_before
-    changing = kind in (OperationKind.CREATE, OperationKind.UPDATE, OperationKind.DESTROY)
-    if final_state == OperationState.SUCCEEDED:
-        if kind == OperationKind.DESTROY:
-            environment.state = EnvironmentState.DESTROYED
-            environment.outputs = {}
-        elif kind in (OperationKind.CREATE, OperationKind.UPDATE):
-            environment.state = EnvironmentState.READY
-            environment.outputs = dict(outputs or {})
-        elif kind == OperationKind.REFRESH and outputs:
-            environment.outputs = dict(outputs)
-        if changing:
-            environment.failure_reason = None
-    elif final_state == OperationState.CANCELLED and not was_running:
-        # Nothing ran: the environment is as it was (a never-created one does not exist).
-        environment.state = before or EnvironmentState.DESTROYED
-    elif changing:
-        environment.state = EnvironmentState.FAILED
-        environment.failure_reason = f"{kind} {final_state.lower()}: {error or 'no reason given'}"
-    environment.updated_at = utcnow()
-    return True
 
 
 SYSTEM_PRINCIPAL = Principal(key_id="system", scope="admin")
@@ -463,15 +383,13 @@ def recreate_ephemeral_environments(
                 error="the service restarted and re-creates this environment; request it again",
                 from_states=(OperationState.QUEUED,),
             )
-        operation = service._enqueue(
-            SYSTEM_PRINCIPAL,
-            environment,
+        order = OperationOrder(
             OperationKind.CREATE,
             environment_config(environment),
-            EnvironmentState.READY,
-            None,
-            request_fingerprint("RESTART", environment.id, None),
+            state_before=EnvironmentState.READY,
+            fingerprint=request_fingerprint("RESTART", environment.id, None),
         )
+        operation = service.enqueue(SYSTEM_PRINCIPAL, environment, order)
         operations.append_event(
             operation.id, EngineEvent(EventType.DIAGNOSTIC, RESTART_NOTE, severity="warning")
         )
