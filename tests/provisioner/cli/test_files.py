@@ -13,7 +13,7 @@ import pytest
 
 from provisioner.cli import render
 from provisioner.cli.client import CliSettings, HttpClient
-from tests.cli.conftest import FILE_ID_FAILED, FILE_ID_OK, ContractStub, Outcome, invoke
+from tests.provisioner.cli.conftest import FILE_ID_FAILED, FILE_ID_OK, ContractStub, Outcome, invoke
 
 Cli = Callable[..., Outcome]
 

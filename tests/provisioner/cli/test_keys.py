@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.cli.conftest import Outcome
+from tests.provisioner.cli.conftest import Outcome
 from tests.factories import ADMIN_KEY
 
 Cli = Callable[..., Outcome]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.cli.conftest import Outcome
+from tests.provisioner.cli.conftest import Outcome
 from tests.factories import auth, environment_body, wait_for_operation
 
 Cli = Callable[..., Outcome]

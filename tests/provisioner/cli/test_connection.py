@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from provisioner.cli.client import CliSettings, HttpClient
-from tests.cli.conftest import Outcome, invoke
+from tests.provisioner.cli.conftest import Outcome, invoke
 
 Cli = Callable[..., Outcome]
 
