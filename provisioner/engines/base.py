@@ -66,7 +66,7 @@ class OperationRequest:
 
 @dataclass(frozen=True)
 class OperationResult:
-    # Stack outputs (DESIGN §2), all strings. Empty after destroy and preview.
+    # Stack outputs (docs/architecture.md §2), all strings. Empty after destroy and preview.
     outputs: dict[str, str] = field(default_factory=dict)
     # Change counts by step (create / update / delete / same …), e.g. a preview's plan or the
     # drift a refresh found.

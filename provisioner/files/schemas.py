@@ -16,7 +16,7 @@ class FileError(BaseModel):
 
 
 class FileRecord(ApiModel):
-    """A file's status item (DESIGN §3 field names)."""
+    """A file's status item (docs/architecture.md §3 field names)."""
 
     file_id: str
     bucket: str
