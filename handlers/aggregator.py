@@ -1,4 +1,4 @@
-"""Aggregate stage: publish `results/{fileId}.json` (docs/architecture.md §4) and merge the file summary.
+"""Aggregate stage: publish `results/{fileId}.json` (docs/architecture.md §4), merge the summary.
 
 Reads the processor's intermediate statistics, writes the results document, merges
 `rowCount`, `rejectedRows`, `symbols` (when it fits the item), `symbolCount` and `resultKey`

@@ -76,7 +76,8 @@ class RetryNotAllowedError(StatusStoreError):
 
 @dataclass(frozen=True)
 class FileSummary:
-    """What the aggregator merges into the status item (docs/architecture.md §3: `rowCount` = rows)."""
+    """What the aggregator merges into the status item (docs/architecture.md §3: `rowCount` is
+    rows)."""
 
     rows: int
     rejected_rows: int

@@ -58,7 +58,8 @@ class AdminBearer:
 )
 def test_api_matches_its_openapi_document(case: schemathesis.Case) -> None:
     if case.path == "/operations/{operation_id}/events":
-        # A stream that only ends with its operation; covered by tests/provisioner/operations/test_events.py.
+        # A stream that only ends with its operation; covered by
+        # tests/provisioner/operations/test_events.py.
         case.path_parameters = {"operation_id": "does-not-exist"}
     # Our validators are stricter than JSON Schema can say (reserved tag keys, burst ≥ rate,
     # CloudWatch's retention values), so schema-valid bodies may rightly get a 422 that

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.provisioner.cli.conftest import Outcome
 from tests.factories import auth, environment_body, wait_for_operation
+from tests.provisioner.cli.conftest import Outcome
 
 Cli = Callable[..., Outcome]
 

@@ -1,5 +1,6 @@
 """`provisioner files …` and `provisioner dlq …` against a stub of their endpoints' contract
-(docs/architecture.md §5.1 and the lead's brief: `/environments/{t}/{n}/files…`, `/dlq`, `/dlq/ingest/redrive`),
+(docs/architecture.md §5.1 and the lead's brief: `/environments/{t}/{n}/files…`, `/dlq`,
+`/dlq/ingest/redrive`),
 since those routes are not in the service yet."""
 
 from __future__ import annotations

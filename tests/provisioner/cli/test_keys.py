@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
-from tests.provisioner.cli.conftest import Outcome
 from tests.factories import ADMIN_KEY
+from tests.provisioner.cli.conftest import Outcome
 
 Cli = Callable[..., Outcome]
 

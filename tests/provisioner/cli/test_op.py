@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 import provisioner.cli.client as client_module
 from provisioner.cli.client import CliSettings, HttpClient
-from tests.provisioner.cli.conftest import Outcome, invoke
 from tests.factories import ADMIN_KEY, auth, environment_body, wait_for_operation
+from tests.provisioner.cli.conftest import Outcome, invoke
 
 Cli = Callable[..., Outcome]
 
