@@ -44,7 +44,8 @@ OBJECT_KEY_INDEX: Final = "objectKey-index"
 STAGES: Final = ("ingest", "validator", "processor", "aggregator")
 
 # Item fields shown outside the pipeline (docs/architecture.md §3 plus the retry bookkeeping), by
-# the status API and the provisioner alike; internal ones such as statusRank and executionArn stay inside.
+# the status API and the provisioner alike; internal ones such as statusRank and executionArn
+# stay inside.
 PUBLIC_ITEM_FIELDS: Final = (
     "fileId",
     "bucket",

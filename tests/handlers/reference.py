@@ -110,7 +110,8 @@ def iso(moment: tuple[datetime, int]) -> str:
 
 def results_symbols(text: str) -> dict[str, dict[str, object]]:
     """The `symbols` map of a results JSON (docs/architecture.md §4) for this CSV text, as the
-    aggregator must write it: prices and VWAP as floats (one rounding of the exact value), times in `iso`."""
+    aggregator must write it: prices and VWAP as floats (one rounding of the exact value), times
+    in `iso`."""
     return {
         symbol: {
             "open": float(figures.open),
