@@ -25,6 +25,8 @@ from provisioner.routes import admin, environments, files, health, local_api, op
 from provisioner.runner import OperationRunner
 from provisioner.services import Services
 from provisioner.settings import Settings
+from provisioner.webhooks import endpoints as webhooks
+from provisioner.webhooks.dispatcher import WebhookDispatcher
 from provisioner.worker import load_engine
 
 log = structlog.get_logger(__name__)
@@ -69,6 +71,8 @@ def create_app(
         metrics = Metrics(database)
         runner = OperationRunner(settings, database, reference, host, metrics, notifier)
         await runner.start()
+        dispatcher = WebhookDispatcher(settings, database)
+        await dispatcher.start()
         app.state.services = Services(
             settings=settings,
             database=database,
@@ -83,6 +87,7 @@ def create_app(
             yield
         finally:
             await runner.stop()
+            await dispatcher.stop()
             await asyncio.to_thread(host.stop)
             database.dispose()
             log.info("service.stopped")
@@ -107,6 +112,7 @@ def create_app(
         files.router,
         operations.router,
         admin.router,
+        webhooks.router,
         local_api.router,
     ):
         app.include_router(router)

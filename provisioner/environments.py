@@ -17,9 +17,9 @@ from provisioner.auth import Principal
 from provisioner.engines.base import EngineEvent, EventType, OperationKind
 from provisioner.errors import (
     ConflictError,
-    InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    ValidationFailed,
 )
 from provisioner.registry.environments import EnvironmentRepository
 from provisioner.registry.operations import OperationRepository
@@ -33,6 +33,7 @@ from provisioner.registry.tables import (
 )
 from provisioner.schemas import EnvironmentCreate, EnvironmentUpdate
 from provisioner.settings import Settings
+from provisioner.webhooks.service import enqueue_operation_finished
 from stacks.config import PipelineConfig, PipelineSettings
 
 # The environment's state while an operation of this kind is queued or running.
@@ -51,18 +52,6 @@ _ALLOWED_FROM: dict[OperationKind, tuple[EnvironmentState, ...]] = {
 }
 # Where the fields of a PipelineConfig error are, in the API's request bodies.
 _FIELD_LOCATION = {"environment": "name", "tenant": "tenant", "region": "region", "tags": "tags"}
-
-
-class ValidationFailed(InvalidRequestError):
-    """422 with one entry per invalid field."""
-
-    code = "validation_error"
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        self.errors = errors
-        super().__init__(
-            "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
-        )
 
 
 def _field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> ValidationFailed:
@@ -410,6 +399,8 @@ def settle(
             data={"state": final_state, "changes": dict(changes or {})},
         ),
     )
+    # The webhook outbox too: the event is delivered if and only if the state committed.
+    enqueue_operation_finished(session, operation)
     environment = EnvironmentRepository(session).get_by_id(operation.environment_id)
     if environment is None:
         return True

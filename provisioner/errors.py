@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ProvisionerError(Exception):
     status_code = 500
@@ -36,6 +38,18 @@ class PermissionDeniedError(ProvisionerError):
 class InvalidRequestError(ProvisionerError):
     status_code = 422
     code = "invalid_request"
+
+
+class ValidationFailed(InvalidRequestError):
+    """422 with one entry per invalid field."""
+
+    code = "validation_error"
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        self.errors = errors
+        super().__init__(
+            "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in errors)
+        )
 
 
 class UnavailableError(ProvisionerError):

@@ -11,8 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from provisioner.environments import ValidationFailed
-from provisioner.errors import AuthenticationError, ProvisionerError
+from provisioner.errors import AuthenticationError, ProvisionerError, ValidationFailed
 
 log = structlog.get_logger(__name__)
 

@@ -12,6 +12,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from provisioner.registry.tables import Base
+from provisioner.webhooks import models as webhook_models
+
+# Every domain's tables belong to the one metadata that `create_schema` creates.
+_TABLES = (webhook_models.WebhookRow, webhook_models.DeliveryRow)
 
 
 class Database:
