@@ -249,5 +249,6 @@ class WebhookDispatcher:
             status=outcome.status,
             error=outcome.error,
             state=values.get("state", DeliveryState.PENDING),
+            replica=self.owner,
             lease_kept=kept,
         )

@@ -59,7 +59,7 @@ def delivery_public(row: DeliveryRow) -> DeliveryPublic:
     "",
     status_code=201,
     response_model=WebhookCreated,
-    responses=errors(403, 422),
+    responses=errors(400, 403, 422),
     summary="Subscribe a URL to events (the secret is returned once)",
 )
 def create_webhook(
