@@ -178,7 +178,11 @@ class WebhookDispatcher:
             log.exception("webhooks.attempt_crashed")
             outcome = _Outcome(None, f"internal error ({type(error).__name__})")
         finished = utcnow()
-        await asyncio.to_thread(self._record, item, outcome, finished)
+        retry_at = await asyncio.to_thread(self._record, item, outcome, finished)
+        if retry_at is not None and not self._stopping:
+            # Retry on time rather than at the next poll after it.
+            wait = max(0.0, (retry_at - utcnow()).total_seconds())
+            asyncio.get_running_loop().call_later(wait, self.wake)
 
     async def _attempt(self, item: _Claimed) -> _Outcome:
         assert self._client is not None
@@ -214,8 +218,10 @@ class WebhookDispatcher:
             return _Outcome(status, None)
         return _Outcome(status, f"HTTP {status}")
 
-    def _record(self, item: _Claimed, outcome: _Outcome, finished: datetime) -> None:
+    def _record(self, item: _Claimed, outcome: _Outcome, finished: datetime) -> datetime | None:
+        """Store the attempt's outcome; returns when the next attempt is due, if there is one."""
         settings = self.settings
+        retry_at: datetime | None = None
         if outcome.delivered:
             values: dict[str, object] = {
                 "state": DeliveryState.DELIVERED,
@@ -235,10 +241,11 @@ class WebhookDispatcher:
             delay = retry_delay(
                 item.attempts, settings.webhook_retry_initial_s, settings.webhook_retry_max_s
             )
+            retry_at = finished + delay
             values = {
                 "last_status": outcome.status,
                 "last_error": outcome.error,
-                "next_attempt_at": finished + delay,
+                "next_attempt_at": retry_at,
             }
         with self.database.session() as session:
             kept = WebhookRepository(session).settle_attempt(item.delivery_id, self.owner, **values)
@@ -252,3 +259,4 @@ class WebhookDispatcher:
             replica=self.owner,
             lease_kept=kept,
         )
+        return retry_at if kept else None

@@ -236,3 +236,27 @@ def test_a_deleted_webhook_gets_nothing_more(client: TestClient) -> None:
         seen = len(receiver.snapshot())
         time.sleep(1.0)
         assert len(receiver.snapshot()) == seen
+
+
+@pytest.mark.slow
+def test_with_the_default_schedule_the_first_retry_comes_5_s_later(
+    tmp_path: Any, database_url: str
+) -> None:
+    from provisioner.app import create_app
+    from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
+
+    # Only the allow-list differs from the defaults (5 s first retry, 1 s poll interval).
+    settings = make_settings(tmp_path / "data", database_url, webhook_allowed_hosts="127.0.0.1")
+    with (
+        running_receiver([500]) as receiver,
+        TestClient(create_app(settings, engine_reference=SCRIPTED_ENGINE)) as client,
+    ):
+        webhook = subscribe(client, receiver.url(), ["files.failed"])
+        _emit(client, 1)
+        receiver.wait_for(1, timeout=5)
+        failed_at = time.monotonic()
+        receiver.wait_for(2, timeout=8)
+        gap = time.monotonic() - failed_at
+        [logged] = wait_for_deliveries(client, webhook["id"])
+    assert 4.8 <= gap <= 5.5, gap
+    assert logged["attempts"] == 2
