@@ -4,19 +4,28 @@ scoped to tenants, redeliverable, and checked against the allow-list at delivery
 from __future__ import annotations
 
 import json
+import logging
 import time
-from typing import Any
+from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
+from provisioner.app import create_app
 from provisioner.registry.database import Database
+from provisioner.registry.tables import utcnow
+from provisioner.settings import Settings
 from provisioner.webhooks import allowlist
+from provisioner.webhooks.models import DeliveryRow
 from provisioner.webhooks.service import enqueue_event
 from provisioner.webhooks.signing import verify
 from tests.factories import auth, create_api_key, environment_body, wait_for_operation
+from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 from tests.provisioner.webhooks.conftest import (
     deliveries,
+    hook_settings,
     subscribe,
     wait_for_deliveries,
 )
@@ -104,11 +113,8 @@ def test_order_holds_per_webhook_across_retries(client: TestClient) -> None:
 
 
 def test_a_delivery_fails_after_max_attempts_and_the_next_one_goes(
-    tmp_path: Any, database_url: str
+    tmp_path: Path, database_url: str
 ) -> None:
-    from provisioner.app import create_app
-    from tests.provisioner.conftest import SCRIPTED_ENGINE
-    from tests.provisioner.webhooks.conftest import hook_settings
 
     settings = hook_settings(tmp_path, database_url, webhook_max_attempts=3)
     with (
@@ -240,10 +246,8 @@ def test_a_deleted_webhook_gets_nothing_more(client: TestClient) -> None:
 
 @pytest.mark.slow
 def test_with_the_default_schedule_the_first_retry_comes_5_s_later(
-    tmp_path: Any, database_url: str
+    tmp_path: Path, database_url: str
 ) -> None:
-    from provisioner.app import create_app
-    from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 
     # Only the allow-list differs from the defaults (5 s first retry, 1 s poll interval).
     settings = make_settings(tmp_path / "data", database_url, webhook_allowed_hosts="127.0.0.1")
@@ -259,4 +263,44 @@ def test_with_the_default_schedule_the_first_retry_comes_5_s_later(
         gap = time.monotonic() - failed_at
         [logged] = wait_for_deliveries(client, webhook["id"])
     assert 4.8 <= gap <= 5.5, gap
+    assert logged["attempts"] == 2
+
+
+def test_the_secret_never_reaches_a_log_line(
+    settings: Settings,
+    receiver: Receiver,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = "a-receivers-own-secret-9876"
+    with TestClient(create_app(settings, engine_reference=SCRIPTED_ENGINE)) as client:
+        webhook = subscribe(client, receiver.url(), ["files.failed"], secret=secret)
+        _emit(client, 1)
+        receiver.wait_for(1)
+        wait_for_deliveries(client, webhook["id"])
+    captured = capfd.readouterr()
+    everything = "\n".join([captured.out, captured.err, caplog.text])
+    assert "webhooks.delivered" in everything  # the logs were captured
+    assert secret not in everything
+
+
+def test_a_lease_left_by_a_dead_replica_expires_and_the_delivery_goes(
+    client: TestClient, receiver: Receiver
+) -> None:
+    webhook = subscribe(client, receiver.url(), ["files.failed"])
+    database: Database = client.app.state.database  # type: ignore[attr-defined]
+    with database.session() as session:
+        [delivery] = enqueue_event(session, "files.failed", "acme", {"n": 0})
+        # As if another replica had claimed it and died mid-send.
+        session.execute(
+            update(DeliveryRow)
+            .where(DeliveryRow.id == delivery.id)
+            .values(lease_owner="dead", lease_until=utcnow() + timedelta(seconds=1), attempts=1)
+        )
+    time.sleep(0.6)
+    assert receiver.snapshot() == []  # the lease still holds
+    [request] = receiver.wait_for(1)
+    assert request.headers["x-provisioner-delivery"] == delivery.id
+    [logged] = wait_for_deliveries(client, webhook["id"])
     assert logged["attempts"] == 2

@@ -7,8 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,10 @@ from fastapi.testclient import TestClient
 
 from provisioner.app import create_app
 from provisioner.registry.database import Database
+from provisioner.registry.tables import utcnow
 from provisioner.webhooks.dispatcher import WebhookDispatcher
+from provisioner.webhooks.models import WebhookRow
+from provisioner.webhooks.repository import WebhookRepository
 from provisioner.webhooks.service import enqueue_event
 from provisioner.webhooks.signing import verify
 from tests.factories import ADMIN_KEY, auth, environment_body
@@ -166,13 +171,6 @@ def test_two_replicas_deliver_each_event_once(
 
 
 def test_of_two_concurrent_claims_exactly_one_wins(tmp_path: Path, database_url: str) -> None:
-    import threading
-    from datetime import timedelta
-
-    from provisioner.registry.tables import utcnow
-    from provisioner.webhooks.models import WebhookRow
-    from provisioner.webhooks.repository import WebhookRepository
-
     database = Database(database_url)
     database.create_schema()
     try:
