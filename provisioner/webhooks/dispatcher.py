@@ -145,9 +145,21 @@ class WebhookDispatcher:
     def _claim(self, limit: int, busy: list[str]) -> list[_Claimed]:
         now = utcnow()
         claimed: list[_Claimed] = []
+        # Looked at without the write lock first: most ticks find nothing due, and on SQLite
+        # a write transaction per tick would make every other writer queue behind it. The
+        # claim re-checks everything it relies on.
+        with self.database.session(readonly=True) as session:
+            due = [
+                row.id
+                for row in WebhookRepository(session).due_heads(
+                    now, limit=limit, exclude_webhooks=busy
+                )
+            ]
+        if not due:
+            return claimed
         with self.database.session() as session:
             repository = WebhookRepository(session)
-            for row in repository.due_heads(now, limit=limit, exclude_webhooks=busy):
+            for row in repository.deliveries_by_id(due):
                 if not repository.claim(row.id, self.owner, now, now + self._lease):
                     continue  # another replica took it
                 webhook = session.get(WebhookRow, row.webhook_id)

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, exists, func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from provisioner.webhooks.models import DeliveryRow, DeliveryState, WebhookRow
 
@@ -73,6 +73,12 @@ class WebhookRepository:
             )
         ).one_or_none()
 
+    def deliveries_by_id(self, delivery_ids: Sequence[str]) -> Sequence[DeliveryRow]:
+        """In the order of the outbox."""
+        return self.session.scalars(
+            select(DeliveryRow).where(DeliveryRow.id.in_(delivery_ids)).order_by(DeliveryRow.seq)
+        ).all()
+
     def deliveries(
         self, webhook_id: str, *, state: str | None, limit: int, offset: int
     ) -> tuple[Sequence[DeliveryRow], int]:
@@ -114,8 +120,10 @@ class WebhookRepository:
         return self.session.scalars(query).all()
 
     def claim(self, delivery_id: str, owner: str, now: datetime, lease_until: datetime) -> bool:
-        """Take the delivery's lease if it is free (compare-and-set: of several replicas
-        asking at once, exactly one gets it), counting the attempt it is taken for."""
+        """Take the delivery's lease if it is free and the delivery is still due and first in
+        its webhook's line (compare-and-set: of several replicas asking at once, exactly one
+        gets it), counting the attempt it is taken for."""
+        earlier = aliased(DeliveryRow)
         result = self.session.execute(
             update(DeliveryRow)
             .where(
@@ -123,6 +131,12 @@ class WebhookRepository:
                 DeliveryRow.state == DeliveryState.PENDING,
                 DeliveryRow.next_attempt_at <= now,
                 or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+                # Still its webhook's oldest pending one (order per webhook).
+                ~exists().where(
+                    earlier.webhook_id == DeliveryRow.webhook_id,
+                    earlier.state == DeliveryState.PENDING,
+                    earlier.seq < DeliveryRow.seq,
+                ),
             )
             .values(lease_owner=owner, lease_until=lease_until, attempts=DeliveryRow.attempts + 1)
             .execution_options(synchronize_session=False)
