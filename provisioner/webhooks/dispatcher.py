@@ -24,10 +24,9 @@ from typing import Final
 import httpx
 import structlog
 
+from provisioner.config import Settings
+from provisioner.db import Database, utcnow
 from provisioner.logging import redactor
-from provisioner.registry.database import Database
-from provisioner.registry.tables import utcnow
-from provisioner.settings import Settings
 from provisioner.webhooks.allowlist import AllowList, HostRefusedError
 from provisioner.webhooks.models import DeliveryState, WebhookRow
 from provisioner.webhooks.repository import WebhookRepository
@@ -77,6 +76,7 @@ class WebhookDispatcher:
         self._client: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
+        self._stopping = False
         self._wake = asyncio.Event()
         # Environment proxies are ignored: a proxy would connect to the host by name and undo
         # the address check. Redirects are never followed (each hop would need one).

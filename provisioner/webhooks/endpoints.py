@@ -7,8 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from provisioner.deps import PrincipalDep, ServicesDep, SessionDep
-from provisioner.routes.responses import Limit, Offset, audit_target, errors
+from provisioner.audit.middleware import audit_target
+from provisioner.deps import AppStateDep, Limit, Offset, PrincipalDep, SessionDep
+from provisioner.errors import error_responses
 from provisioner.schemas import Page
 from provisioner.webhooks.models import DeliveryRow, DeliveryState, WebhookRow
 from provisioner.webhooks.schemas import (
@@ -22,7 +23,7 @@ from provisioner.webhooks.service import WebhookService
 router = APIRouter(prefix="/admin/webhooks", tags=["webhooks"])
 
 
-def _service(session: SessionDep, services: ServicesDep, principal: PrincipalDep) -> WebhookService:
+def _service(session: SessionDep, services: AppStateDep, principal: PrincipalDep) -> WebhookService:
     return WebhookService(session, services.settings, principal)
 
 
@@ -59,7 +60,7 @@ def delivery_public(row: DeliveryRow) -> DeliveryPublic:
     "",
     status_code=201,
     response_model=WebhookCreated,
-    responses=errors(400, 403, 422),
+    responses=error_responses(400, 403, 422),
     summary="Subscribe a URL to events (the secret is returned once)",
 )
 def create_webhook(
@@ -71,7 +72,7 @@ def create_webhook(
     return WebhookCreated(**webhook_public(row).model_dump(), secret=secret)
 
 
-@router.get("", response_model=Page[WebhookPublic], responses=errors())
+@router.get("", response_model=Page[WebhookPublic], responses=error_responses())
 def list_webhooks(
     service: WebhookServiceDep,
     tenant: Annotated[str | None, Query(max_length=20)] = None,
@@ -82,7 +83,7 @@ def list_webhooks(
     return Page(items=[webhook_public(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/{webhook_id}", response_model=WebhookPublic, responses=errors(404))
+@router.get("/{webhook_id}", response_model=WebhookPublic, responses=error_responses(404))
 def get_webhook(webhook_id: str, service: WebhookServiceDep) -> WebhookPublic:
     return webhook_public(service.get(webhook_id))
 
@@ -91,7 +92,7 @@ def get_webhook(webhook_id: str, service: WebhookServiceDep) -> WebhookPublic:
     "/{webhook_id}",
     status_code=204,
     response_class=Response,
-    responses=errors(404),
+    responses=error_responses(404),
     summary="Delete a webhook and its delivery log",
 )
 def delete_webhook(
@@ -106,7 +107,7 @@ def delete_webhook(
 @router.get(
     "/{webhook_id}/deliveries",
     response_model=Page[DeliveryPublic],
-    responses=errors(404),
+    responses=error_responses(404),
     summary="The webhook's delivery log, newest first",
 )
 def list_deliveries(
@@ -124,7 +125,7 @@ def list_deliveries(
     "/{webhook_id}/deliveries/{delivery_id}/redeliver",
     status_code=202,
     response_model=DeliveryPublic,
-    responses=errors(404),
+    responses=error_responses(404),
     summary="Send a delivery again (same id and body)",
 )
 def redeliver(

@@ -17,7 +17,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from provisioner.registry.tables import Base, UtcDateTime, utcnow
+from provisioner.db import Base, UtcDateTime, utcnow
 
 
 class DeliveryState(StrEnum):

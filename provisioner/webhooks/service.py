@@ -19,11 +19,12 @@ from typing import Any
 import structlog
 from sqlalchemy.orm import Session
 
-from provisioner.auth import Principal
+from provisioner.auth.service import Principal
+from provisioner.config import Settings
+from provisioner.db import utcnow
 from provisioner.errors import NotFoundError, PermissionDeniedError, ValidationFailed
 from provisioner.logging import redactor
-from provisioner.registry.tables import OperationRow, OperationState, utcnow
-from provisioner.settings import Settings
+from provisioner.operations.models import OperationRow, OperationState
 from provisioner.webhooks.allowlist import AllowList, HostRefusedError
 from provisioner.webhooks.models import EVENT_TYPES, DeliveryRow, DeliveryState, WebhookRow
 from provisioner.webhooks.repository import WebhookRepository

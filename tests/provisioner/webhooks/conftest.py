@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 from tests.factories import ADMIN_KEY, auth
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 from tests.provisioner.webhooks.receiver import Receiver, running_receiver

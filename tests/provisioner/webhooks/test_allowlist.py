@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
-from provisioner.settings import Settings
+from provisioner.app import create_app
+from provisioner.config import Settings
 from provisioner.webhooks import allowlist
 from provisioner.webhooks.allowlist import AllowList, HostRefusedError
 from provisioner.webhooks.service import retry_delay
 from provisioner.webhooks.signing import generate_secret, sign, verify
+from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 
 
 def _resolver(table: dict[str, list[str]]) -> allowlist.Resolver:
@@ -98,9 +102,12 @@ def test_unresolvable_names_and_bad_urls_are_refused() -> None:
 
 
 @pytest.mark.parametrize("entry", ["10.0.0.0/33", "not a host", "a..b", "-x.com", "1.2.3.4/x"])
-def test_a_malformed_setting_is_an_error_naming_the_entry(entry: str) -> None:
-    with pytest.raises(ValueError, match="webhook allowed hosts"):
-        Settings(webhook_allowed_hosts=f"127.0.0.1,{entry}")
+def test_a_malformed_setting_stops_the_app_naming_the_entry(entry: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, f"sqlite:///{tmp_path / 'r.db'}", webhook_allowed_hosts=f"127.0.0.1,{entry}"
+    )
+    with pytest.raises(ValueError, match=f"webhook allowed hosts: {re.escape(repr(entry))}"):
+        create_app(settings, engine_reference=SCRIPTED_ENGINE)
 
 
 def test_the_signature_is_the_hmac_sha256_of_the_raw_body() -> None:

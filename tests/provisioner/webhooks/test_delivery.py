@@ -14,9 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from provisioner.app import create_app
-from provisioner.registry.database import Database
-from provisioner.registry.tables import utcnow
-from provisioner.settings import Settings
+from provisioner.config import Settings
+from provisioner.db import Database, utcnow
 from provisioner.webhooks import allowlist
 from provisioner.webhooks.models import DeliveryRow
 from provisioner.webhooks.service import enqueue_event

@@ -19,8 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from provisioner.app import create_app
-from provisioner.registry.database import Database
-from provisioner.registry.tables import utcnow
+from provisioner.db import Database, utcnow
 from provisioner.webhooks.dispatcher import WebhookDispatcher
 from provisioner.webhooks.models import WebhookRow
 from provisioner.webhooks.repository import WebhookRepository
@@ -28,7 +27,7 @@ from provisioner.webhooks.service import enqueue_event
 from provisioner.webhooks.signing import verify
 from tests.factories import ADMIN_KEY, auth, environment_body
 from tests.provisioner.conftest import SCRIPTED_ENGINE
-from tests.provisioner.test_recovery import _free_port
+from tests.provisioner.operations.test_recovery import _free_port
 from tests.provisioner.webhooks.conftest import hook_settings, wait_for_deliveries
 from tests.provisioner.webhooks.receiver import running_receiver
 
