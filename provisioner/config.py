@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
     local_workers_per_environment: int = Field(default=2, ge=1, le=16)
 
-    # --- webhooks (DESIGN §8) ---
+    # --- webhooks (docs/architecture.md §8) ---
     webhook_allowed_hosts: str = Field(
         default="",
         description=(

@@ -26,7 +26,7 @@ class DeliveryState(StrEnum):
     FAILED = "FAILED"
 
 
-# DESIGN §8 (contract). Producers call `service.enqueue_event` with one of these.
+# docs/architecture.md §8 (contract). Producers call `service.enqueue_event` with one of these.
 EVENT_TYPES: Final = (
     "operation.succeeded",
     "operation.failed",

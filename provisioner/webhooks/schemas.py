@@ -1,4 +1,4 @@
-"""Request and response models of `/admin/webhooks` (DESIGN §8). JSON uses camelCase names."""
+"""Request and response models of `/admin/webhooks` (docs/architecture.md §8), in camelCase."""
 
 from __future__ import annotations
 
