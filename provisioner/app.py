@@ -30,6 +30,8 @@ from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
 from provisioner.state import AppState
+from provisioner.webhooks import endpoints as webhook_endpoints
+from provisioner.webhooks.dispatcher import WebhookDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -48,6 +50,8 @@ def create_app(
     redactor.register(settings.secret_values())
     reference = engine_reference or reference_of(settings.engine)
     database = Database(settings.resolved_database_url)
+    # Built now: a malformed PROVISIONER_WEBHOOK_ALLOWED_HOSTS stops the app before it starts.
+    dispatcher = WebhookDispatcher(settings, database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +76,7 @@ def create_app(
         metrics = Metrics(database)
         runner = OperationRunner(settings, database, reference, host, metrics, notifier)
         await runner.start()
+        await dispatcher.start()
         app.state.services = AppState(
             settings=settings,
             database=database,
@@ -86,6 +91,7 @@ def create_app(
             yield
         finally:
             await runner.stop()
+            await dispatcher.stop()
             await asyncio.to_thread(host.stop)
             database.dispose()
             log.info("service.stopped")
@@ -111,6 +117,7 @@ def create_app(
         operation_endpoints.router,
         auth_endpoints.router,
         audit_endpoints.router,
+        webhook_endpoints.router,
         local_api.router,
     ):
         app.include_router(router)
