@@ -14,11 +14,13 @@ from provisioner import exception_handlers, openapi
 from provisioner.audit import AuditMiddleware
 from provisioner.auth import ensure_bootstrap_admin_key
 from provisioner.dashboard.routes import router as dashboard_router
+from provisioner.datadir import private_data_dir
 from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
 from provisioner.engines.base import EngineHost, WorkerOnlyHost
 from provisioner.environments import recreate_ephemeral_environments
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
+from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
 from provisioner.notifier import OperationNotifier
 from provisioner.registry.database import Database
 from provisioner.routes import admin, environments, files, health, local_api, operations
@@ -43,13 +45,14 @@ def create_app(
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
     reference = engine_reference or ENGINE_REFERENCES[settings.engine]
+    # Before the database is opened: SQLite would create the directory (0755) and its files.
+    private_data_dir(settings)
     database = Database(settings.resolved_database_url)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Private: it holds the registry, Pulumi state and the generated admin key.
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(database.create_schema)
+        private_data_dir(settings)  # the files SQLite created meanwhile (-wal, -shm)
         generated = await asyncio.to_thread(ensure_bootstrap_admin_key, settings, database)
         if generated is not None:
             log.warning(
@@ -99,6 +102,10 @@ def create_app(
     )
     app.state.database = database
     app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
+    # Added last, so they run first: HEAD becomes GET for everything inside, and the body
+    # cap comes before anything else reads the request.
+    app.add_middleware(HeadMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     exception_handlers.install(app)
     openapi.install(app)
     for router in (

@@ -21,6 +21,7 @@ from provisioner.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from provisioner.logging import redactor
 from provisioner.registry.environments import EnvironmentRepository
 from provisioner.registry.operations import OperationRepository
 from provisioner.registry.tables import (
@@ -389,6 +390,8 @@ def settle(
     """
     operations = OperationRepository(session)
     was_running = operation.state == OperationState.RUNNING
+    # Every recorded reason passes the one redactor (DESIGN §9), whoever produced it.
+    error = redactor.reason(error) if error is not None else None
     if not operations.transition(
         operation.id,
         from_states=from_states,
@@ -430,6 +433,12 @@ def settle(
     elif final_state == OperationState.CANCELLED and not was_running:
         # Nothing ran: the environment is as it was (a never-created one does not exist).
         environment.state = before or EnvironmentState.DESTROYED
+        if environment.state == EnvironmentState.FAILED:
+            # Starting the retry cleared the old reason; the environment is still broken.
+            environment.failure_reason = (
+                f"{kind} {error or 'cancelled'}: the environment is still FAILED from its "
+                "previous operation; retry it"
+            )
     elif changing:
         environment.state = EnvironmentState.FAILED
         environment.failure_reason = f"{kind} {final_state.lower()}: {error or 'no reason given'}"

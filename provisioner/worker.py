@@ -63,7 +63,7 @@ class WorkerContext:
 
     def emit(self, event: EngineEvent) -> None:
         payload = asdict(event)
-        payload["message"] = redactor.redact_text(event.message)
+        payload["message"] = redactor.reason(event.message)
         payload["data"] = redactor.redact_value(dict(event.data))
         self._send((EVENT, payload))
 
@@ -108,9 +108,10 @@ def run_worker(
         result: OperationResult = engine.run(request, context)
         context._send((RESULT, asdict(result)))
     except OperationCancelledError as error:
-        context._send((ERROR, {"code": error.code, "detail": error.detail, "cancelled": True}))
+        detail = redactor.reason(error.detail)
+        context._send((ERROR, {"code": error.code, "detail": detail, "cancelled": True}))
     except EngineError as error:
-        context._send((ERROR, {"code": error.code, "detail": redactor.redact_text(error.detail)}))
+        context._send((ERROR, {"code": error.code, "detail": redactor.reason(error.detail)}))
     except Exception as error:  # the process boundary: record why the operation failed
         log.exception("worker.engine_crashed", error_type=type(error).__name__)
         detail = f"the engine failed unexpectedly ({type(error).__name__}); see the service log"

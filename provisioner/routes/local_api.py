@@ -32,8 +32,8 @@ router = APIRouter(prefix=API_PREFIX, tags=["local status API"])
 
 # The REST API's resources (stacks.pipeline): path pattern → resource template.
 _RESOURCES: Final = (
-    (re.compile(r"^/status/(?P<fileId>[^/]+)$"), "/status/{fileId}"),
-    (re.compile(r"^/files$"), "/files"),
+    (re.compile(r"/status/(?P<fileId>[^/]+)"), "/status/{fileId}"),
+    (re.compile(r"/files"), "/files"),
 )
 
 
@@ -84,7 +84,7 @@ def _rest_proxy_event(request: Request, path: str, tenant: str) -> dict[str, Any
     """The API Gateway REST (v1) proxy event for this request, as API Gateway builds it."""
     resource, path_parameters = None, None
     for pattern, template in _RESOURCES:
-        match = pattern.match(path)
+        match = pattern.fullmatch(path)
         if match:
             resource, path_parameters = template, match.groupdict() or None
             break

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from provisioner.auth import Principal
 from provisioner.deps import EnvironmentServiceDep, PrincipalDep, RunnerDep, ServicesDep
 from provisioner.environments import EnvironmentService
+from provisioner.registry.api_keys import ApiKeyRepository
 from provisioner.registry.operations import OperationRepository
 from provisioner.registry.tables import (
     FINAL_OPERATION_STATES,
@@ -24,11 +27,15 @@ from provisioner.schemas import OperationPublic, Page
 from provisioner.services import Services
 from provisioner.views import event_public, operation_public
 
+log = structlog.get_logger(__name__)
+
 router = APIRouter(prefix="/operations", tags=["operations"])
 
 _EVENT_BATCH = 500
 # Streams re-check the registry at least this often (events from other replicas).
 _POLL_S = 1.0
+# A stream ends this soon after the key that opened it is revoked (DESIGN §9).
+_KEY_CHECK_S = 2.0
 
 
 @router.get("", response_model=Page[OperationPublic], responses=errors())
@@ -98,7 +105,7 @@ async def stream_operation_events(
 ) -> EventSourceResponse:
     await asyncio.to_thread(_load_visible, services, principal, operation_id)
     start = after if after is not None else _parse_event_id(last_event_id)
-    return EventSourceResponse(_events(services, request, operation_id, start), ping=15)
+    return EventSourceResponse(_events(services, request, principal, operation_id, start), ping=15)
 
 
 def _parse_event_id(value: str | None) -> int:
@@ -116,10 +123,16 @@ def _load_visible(services: Services, principal: Principal, operation_id: str) -
 
 
 async def _events(
-    services: Services, request: Request, operation_id: str, after: int
+    services: Services, request: Request, principal: Principal, operation_id: str, after: int
 ) -> AsyncIterator[ServerSentEvent]:
     seq = after
+    key_checked = time.monotonic()
     while True:
+        if time.monotonic() - key_checked >= _KEY_CHECK_S:
+            if not await asyncio.to_thread(_key_active, services, principal.key_id):
+                log.info("operations.stream_key_revoked", operation_id=operation_id)
+                return
+            key_checked = time.monotonic()
         finished, rows = await asyncio.to_thread(_read, services, operation_id, seq)
         for row in rows:
             seq = row.seq
@@ -134,6 +147,12 @@ async def _events(
         if await request.is_disconnected():
             return
         await services.notifier.wait(operation_id, _POLL_S)
+
+
+def _key_active(services: Services, key_id: str) -> bool:
+    with services.database.session(readonly=True) as session:
+        row = ApiKeyRepository(session).get(key_id)
+        return row is not None and row.revoked_at is None
 
 
 def _read(

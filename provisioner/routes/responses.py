@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import re
+from typing import Annotated, Any, Final
 
 from fastapi import Query, Request, Response
 
+from provisioner.logging import redactor
 from provisioner.registry.tables import OperationRow
 from provisioner.schemas import ErrorBody, OperationPublic, ValidationErrorBody
 from provisioner.views import operation_public
+from stacks.config import TENANT_PATTERN
+
+# What an identifier in an audit target may look like (tenant, name, key or operation id,
+# file id); anything else is raw input and is not recorded.
+_SEGMENT: Final = r"[A-Za-z0-9][A-Za-z0-9._:@=-]{0,127}"
+_TARGET: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{0,7}}")
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -41,5 +49,11 @@ def accepted(operation: OperationRow, request: Request, response: Response) -> O
 
 
 def audit_target(request: Request, tenant: str | None, target: str | None) -> None:
-    """What the audit log records as this request's tenant and target."""
+    """What the audit log records as this request's tenant and target: identifiers only
+    (DESIGN §9), since they may be the raw input of a request that fails validation."""
+    if tenant is not None and not TENANT_PATTERN.fullmatch(tenant):
+        tenant = None
+    if target is not None:
+        # The redactor masks anything shaped like an API key, even where an id would be.
+        target = redactor.redact_text(target) if _TARGET.fullmatch(target) else None
     request.state.audit = {"tenant": tenant, "target": target}
