@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from provisioner.datadir import private_data_dir
 from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
 from provisioner.engines.base import EngineHost, WorkerOnlyHost
 from provisioner.environments import recreate_ephemeral_environments
+from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
 from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
@@ -60,6 +62,9 @@ def create_app(
                 path=str(generated),
                 hint="read the admin API key from this file (mode 0600)",
             )
+        swept = await asyncio.to_thread(sweep_leftovers, settings.data_dir)
+        if swept:
+            log.warning("service.leftover_processes_killed", count=swept)
         factory = host_factory or _default_host_factory(settings, engine_reference, reference)
         host = factory(settings)
         await asyncio.to_thread(host.start)
@@ -72,6 +77,9 @@ def create_app(
         metrics = Metrics(database)
         runner = OperationRunner(settings, database, reference, host, metrics, notifier)
         await runner.start()
+        recorder = asyncio.create_task(
+            keep_record(settings.data_dir, settings.heartbeat_interval_s), name="child-record"
+        )
         app.state.services = Services(
             settings=settings,
             database=database,
@@ -87,6 +95,10 @@ def create_app(
         finally:
             await runner.stop()
             await asyncio.to_thread(host.stop)
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+            forget_children(settings.data_dir)
             database.dispose()
             log.info("service.stopped")
 

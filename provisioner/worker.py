@@ -26,6 +26,7 @@ from provisioner.engines.base import (
     OperationResult,
 )
 from provisioner.errors import EngineError, OperationCancelledError
+from provisioner.lifeline import die_with_parent
 from provisioner.logging import configure_logging, redactor
 from provisioner.settings import Settings
 
@@ -39,8 +40,9 @@ ERROR: Final = "error"
 # What the service sends on the lifeline: stop gracefully. (SIGINT to the process group carries
 # the same request to the Pulumi CLI; this also covers a worker that has not set up its group.)
 CANCEL: Final = "cancel"
-# How long to wait for the engine to stop after the service vanished, before exiting anyway.
-ORPHAN_GRACE_S: Final = 60.0
+# How long the engine may take to stop after the service vanished; then the worker's process
+# group (the Pulumi CLI included) is killed: no child outlives the service (DESIGN §9).
+ORPHAN_GRACE_S: Final = 3.0
 
 
 def load_engine(reference: str) -> type[Engine]:
@@ -89,6 +91,7 @@ def run_worker(
 ) -> None:
     """Entry point of the worker process."""
     os.setpgid(0, 0)
+    die_with_parent()  # the forkserver; the lifeline below covers the service itself
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
     structlog.contextvars.bind_contextvars(operation_id=request.operation_id)
@@ -137,6 +140,13 @@ def _watch_lifeline(lifeline: Connection, cancel: threading.Event) -> None:
         os.killpg(os.getpgid(0), signal.SIGINT)
     except OSError:
         pass
-    timer = threading.Timer(ORPHAN_GRACE_S, lambda: os._exit(3))
+    timer = threading.Timer(ORPHAN_GRACE_S, _kill_own_group)
     timer.daemon = True
     timer.start()
+
+
+def _kill_own_group() -> None:
+    try:
+        os.killpg(os.getpgid(0), signal.SIGKILL)  # the engine's subprocesses, then us
+    finally:
+        os._exit(3)
