@@ -153,6 +153,7 @@ def ensure_bootstrap_admin_key(settings: Settings, database: Database) -> Path |
                 handle.write(key + "\n")
             generated_at = path.resolve()
     with database.session() as session:
+        database.serialize_startup(session)  # replicas starting together insert it once
         repository = ApiKeyRepository(session)
         row = repository.get(BOOTSTRAP_KEY_ID)
         if row is None:

@@ -43,7 +43,7 @@ def start_service(data_dir: Path, database_url: str, **settings: str) -> Service
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     process = subprocess.Popen(
-        command, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        command, env=environment, stdout=subprocess.DEVNULL
     )
     return ServiceProcess(process, port)
 
