@@ -42,9 +42,7 @@ def start_service(data_dir: Path, database_url: str, **settings: str) -> Service
         sys.executable, "-m", "uvicorn", "--factory", "tests.provisioner.scripted_app:create",
         "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, env=environment, stdout=subprocess.DEVNULL
-    )
+    process = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
     return ServiceProcess(process, port)
 
 
@@ -84,4 +82,3 @@ def services(
             except subprocess.TimeoutExpired:
                 service.process.kill()
                 service.process.wait(10)
-
