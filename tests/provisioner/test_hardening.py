@@ -275,3 +275,10 @@ def test_cancelling_a_queued_retry_leaves_the_reason(tmp_path: Path, database_ur
         assert environment["failureReason"] is not None
         assert "cancelled before it started" in environment["failureReason"]
         gate.touch()
+
+
+def test_a_scope_with_a_trailing_newline_is_refused(client: TestClient) -> None:
+    for scope in ("tenant:acme\n", "admin\n", "tenant:"):
+        response = client.post("/admin/api-keys", json={"scope": scope}, headers=auth())
+        assert response.status_code == 422, scope
+        assert ["body", "scope"] in [error["loc"] for error in response.json()["errors"]]
