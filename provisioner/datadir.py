@@ -1,4 +1,4 @@
-"""The data directory: private to the service's user (DESIGN §9).
+"""The data directory: private to the service's user (docs/architecture.md §9).
 
 It holds the registry, Pulumi state, the generated admin key and the records of child
 processes, so the directory is 0700 and every file in it 0600, whoever created them.
@@ -12,7 +12,7 @@ from typing import Final
 
 from sqlalchemy.engine import make_url
 
-from provisioner.settings import Settings
+from provisioner.config import Settings
 
 DIRECTORY_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
@@ -24,7 +24,7 @@ def private_data_dir(settings: Settings) -> Path:
     The SQLite file is created here, 0600, before SQLite opens it: SQLite gives its -wal and
     -shm files the main file's mode, so they are private from the start too.
     """
-    data_dir = settings.data_dir
+    data_dir: Path = settings.data_dir
     data_dir.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
     os.chmod(data_dir, DIRECTORY_MODE)
     database = _sqlite_file(settings.resolved_database_url)

@@ -1,4 +1,4 @@
-"""No child process outlives the service, whatever kills it (DESIGN §9).
+"""No child process outlives the service, whatever kills it (docs/architecture.md §9).
 
 The service's children are multiprocessing's forkserver and resource tracker, and the
 forkserver's children: operation workers and each environment's runtime workers. The forkserver

@@ -1,8 +1,9 @@
 """ASGI middleware that runs before routing: the request-body cap and HEAD for every GET.
 
-The body cap is the outermost layer (DESIGN §9): a body is counted while it streams in and
-refused (413) past `PROVISIONER_MAX_BODY_BYTES`, before authentication and before any parser
-holds it, so an anonymous client cannot make the service buffer more than the cap.
+The body cap is the outermost layer (docs/architecture.md §9): a body is counted while it
+streams in and refused (413) past `PROVISIONER_MAX_BODY_BYTES`, before authentication and
+before any parser holds it, so an anonymous client cannot make the service buffer more than
+the cap.
 """
 
 from __future__ import annotations

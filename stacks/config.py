@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 # DESIGN §2: no hyphen in the tenant, because the hyphen separates tenant from environment in
 # every derived name ("a-b"/"c" would collide with "a"/"b-c").
-# Patterns are used with `fullmatch` only (DESIGN §9): `$` would let a trailing newline through.
+# Patterns are used with `fullmatch` only (docs/architecture.md §9): `$` would let a trailing
+# newline through.
 TENANT_PATTERN: Final = re.compile(r"[a-z][a-z0-9]{0,19}")
 ENVIRONMENT_PATTERN: Final = re.compile(r"[a-z](?:[a-z0-9-]{0,10}[a-z0-9])?")
 REGION_PATTERN: Final = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from provisioner.settings import Settings
+from provisioner.config import Settings
 from tests.e2e.service import RunningService, free_port
 from tests.e2e.trades import trades_csv
 from tests.factories import ADMIN_KEY, auth

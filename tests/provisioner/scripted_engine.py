@@ -15,6 +15,7 @@ import os
 import time
 from pathlib import Path
 
+from provisioner.config import Settings
 from provisioner.engines.base import (
     EngineEvent,
     EngineHealth,
@@ -25,7 +26,6 @@ from provisioner.engines.base import (
     OperationResult,
 )
 from provisioner.errors import EngineError, OperationCancelledError
-from provisioner.settings import Settings
 from stacks.spec import STACK_OUTPUTS
 
 

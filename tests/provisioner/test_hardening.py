@@ -16,9 +16,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from provisioner.app import create_app
-from provisioner.registry.database import Database
-from provisioner.registry.tables import Base
-from provisioner.settings import Settings
+from provisioner.config import Settings
+from provisioner.db import Base, Database
 from tests.e2e.service import serve
 from tests.factories import (
     auth,
