@@ -16,8 +16,9 @@ from handlers.core.status_store import StatusStore
 from tests.handlers.conftest import Uploaded
 
 PACKAGE = Path(__file__).resolve().parents[2] / "handlers"
-# What the Lambda zip may rely on: the standard library, the runtime's boto3, the Powertools layer.
-ALLOWED_ROOTS = {"boto3", "botocore", "aws_lambda_powertools", "handlers"}
+# What the Lambda zip may rely on: the standard library, the runtime's boto3, the Powertools layer
+# and the AWS SDK for pandas layer (pyarrow; stacks.spec.pandas_layer_arn).
+ALLOWED_ROOTS = {"boto3", "botocore", "aws_lambda_powertools", "pyarrow", "handlers"}
 
 
 def runtime_imports(path: Path) -> set[str]:
