@@ -54,6 +54,11 @@ class PipelineSettings(BaseModel):
     powertools_layer_arn: str | None = Field(
         default=None, description="Override the AWS-published Powertools layer for the region"
     )
+    pandas_layer_arn: str | None = Field(
+        default=None,
+        description="Override the AWS SDK for pandas layer (pyarrow) of the validator and "
+        "processor; needed in regions without a known default (stacks.spec.PANDAS_LAYER_VERSIONS)",
+    )
 
     @field_validator("log_retention_days")
     @classmethod
@@ -78,10 +83,10 @@ class PipelineSettings(BaseModel):
             raise ValueError(f"must be at least api_rate_limit ({rate:g})")
         return value
 
-    @field_validator("powertools_layer_arn")
+    @field_validator("powertools_layer_arn", "pandas_layer_arn")
     @classmethod
     def _layer_arn(cls, value: str | None) -> str | None:
-        if value is not None and not _LAYER_ARN.match(value):
+        if value is not None and not _LAYER_ARN.fullmatch(value):
             raise ValueError("must be a Lambda layer version ARN (arn:aws:lambda:…:layer:…:N)")
         return value
 

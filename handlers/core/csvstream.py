@@ -2,18 +2,18 @@
 
 The byte chunks (an S3 body, a local file) are decompressed when they start with the gzip magic
 bytes, checked (UTF-8, no NUL byte, no line longer than MAX_RECORD_BYTES), stripped of a BOM,
-and their header line is read here, by name; the data rows then go to pyarrow's streaming CSV
-reader, which yields them a block at a time as string columns (only the four named columns).
-Rows with the wrong field count are counted by the reader's invalid-row handler. Reading runs
-a block or two ahead in a thread, so that parsing the next block overlaps the compute kernels
-on the current one; memory stays a few blocks.
+and their header line is read here, by name. The data rows are cut into segments of about
+BLOCK_SIZE bytes between records (quotes balanced) and each segment is parsed by pyarrow's CSV
+reader into one record batch of string columns (only the four named columns). Rows with the
+wrong field count are counted by the reader's invalid-row handler. Parsing runs a block or
+two ahead in a thread, so that it overlaps the compute kernels on the current block; memory
+stays a few blocks whatever the file size.
 """
 
 from __future__ import annotations
 
 import codecs
 import csv
-import io
 import queue
 import threading
 import zlib
@@ -28,11 +28,12 @@ import pyarrow.csv as pa_csv
 from handlers.core.errors import InvalidFileError
 
 REQUIRED_COLUMNS: Final = ("timestamp", "symbol", "price", "size")
-# Arrow parses this many bytes per record batch: big enough that per-batch overheads (a
-# group-by, a few Python look-ups per symbol) vanish, small enough to stay a few MB of memory.
+# Arrow parses this many bytes at a time, one record batch each: big enough that per-batch
+# overheads (a group-by, a few Python look-ups per symbol) vanish, small enough to stay a few
+# MB of memory.
 BLOCK_SIZE: Final = 4 * 1024 * 1024
 # A line (or a quoted record) longer than this is not a trade: the file is rejected rather than
-# buffered without bound. Arrow's block must hold a whole record, hence BLOCK_SIZE > this.
+# buffered without bound.
 MAX_RECORD_BYTES: Final = 1024 * 1024
 GZIP_MAGIC: Final = b"\x1f\x8b"
 _GZIP_OUTPUT_LIMIT: Final = 1024 * 1024  # bounds memory even for a gzip bomb
@@ -117,11 +118,10 @@ def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
             raise InvalidFileError("truncated gzip data: the file ends mid-stream")
 
 
-class _CheckedStream(io.RawIOBase):
-    """A read-only file over checked chunks (what pyarrow's reader pulls from)."""
+class _CheckedStream:
+    """Checked chunks, the header line, then segments of whole records for Arrow."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        super().__init__()
         self._chunks = chunks
         self._buffer = b""
         self._decoder = codecs.getincrementaldecoder("utf-8")()
@@ -130,23 +130,19 @@ class _CheckedStream(io.RawIOBase):
         self._first = True
         self._done = False
 
-    def readable(self) -> bool:
-        return True
-
     def _next_chunk(self) -> bytes | None:
         for chunk in self._chunks:
             if chunk:
                 return self._check(chunk)
         if not self._done:
             self._done = True
-            self._final_check()
+            try:
+                self._decoder.decode(b"", final=True)
+            except UnicodeDecodeError as exc:
+                raise InvalidFileError(
+                    f"not UTF-8: truncated sequence on line {self._lines}"
+                ) from exc
         return None
-
-    def _final_check(self) -> None:
-        try:
-            self._decoder.decode(b"", final=True)
-        except UnicodeDecodeError as exc:
-            raise InvalidFileError(f"not UTF-8: truncated sequence on line {self._lines}") from exc
 
     def _check(self, chunk: bytes) -> bytes:
         if self._first:
@@ -173,25 +169,6 @@ class _CheckedStream(io.RawIOBase):
             )
         return chunk
 
-    def read(self, size: int = -1) -> bytes:
-        while not self._buffer or (size < 0 or len(self._buffer) < size):
-            chunk = self._next_chunk()
-            if chunk is None:
-                break
-            self._buffer = self._buffer + chunk if self._buffer else chunk
-            if size >= 0 and len(self._buffer) >= size:
-                break
-        if size < 0 or size >= len(self._buffer):
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:size], self._buffer[size:]
-        return out
-
-    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
     def take_header(self) -> Header | None:
         """Consume blank lines and the header line; None if the file has no non-blank line."""
         line_no = 1
@@ -210,6 +187,60 @@ class _CheckedStream(io.RawIOBase):
             if end < 0:
                 return None
             line_no += 1
+
+    def segments(self, size: int, first_line: int) -> Iterator[bytes]:
+        """The data after the header, about `size` bytes at a time, cut between records."""
+        pieces = [self._buffer] if self._buffer else []
+        held = len(self._buffer)
+        self._buffer = b""
+        line = first_line
+        want = size
+        while True:
+            chunk = None
+            while held < want:
+                chunk = self._next_chunk()
+                if chunk is None:
+                    break
+                pieces.append(chunk)
+                held += len(chunk)
+            data = b"".join(pieces)
+            if chunk is None and held < want:  # the end of the file
+                if data:
+                    yield data
+                return
+            cut = _record_cut(data)
+            if cut == 0:
+                if held > size + MAX_RECORD_BYTES:
+                    raise InvalidFileError(
+                        f"unbalanced quotes from line {line}: not CSV (RFC 4180)"
+                    )
+                want = held + 1  # no whole record yet: read on
+                pieces = [data]
+                continue
+            want = size
+            line += data.count(b"\n", 0, cut)
+            yield data[:cut]
+            pieces = [data[cut:]]
+            held = len(data) - cut
+
+
+def _record_cut(data: bytes) -> int:
+    """Length of the longest prefix of whole lines with balanced quotes (0 if none)."""
+    cut = data.rfind(b"\n") + 1
+    if cut == 0 or data.count(b'"', 0, cut) % 2 == 0:
+        return cut
+    # A quoted field holds a line break across the last newline: find the last line end
+    # outside quotes (rare, so line by line is fine).
+    best = 0
+    offset = 0
+    odd = False
+    for line in data[:cut].split(b"\n")[:-1]:
+        offset += len(line) + 1
+        if line.count(b'"') % 2:
+            odd = not odd
+        if not odd:
+            best = offset
+    return best
 
 
 def _parse_header(text: str, line: int) -> Header:
@@ -236,63 +267,47 @@ def _parse_header(text: str, line: int) -> Header:
 
 
 def _arrow_blocks(stream: _CheckedStream, header: Header, block_size: int) -> Iterator[Block]:
+    """Each segment parsed by Arrow on its own: memory is a segment and its batch, however
+    big the file (Arrow's own streaming reader reads up to 32 blocks ahead)."""
     skipped: list[int] = []
+    base = header.line  # record number before the current segment's first record
 
     def on_invalid(row: pa_csv.InvalidRow) -> str:
         if row.text.count('"') % 2:
             return "error"  # a quote opened and never closed: the rest of the file is one field
-        # row.number counts records from the first one after the header (the reader is
-        # single-threaded, so it is always known)
-        skipped.append(header.line + (row.number or 0))
+        # row.number counts the segment's records from 1 (known: the reader is single-threaded)
+        skipped.append(base + (row.number or 0))
         return "skip"
 
     names = [f"c{i}" for i in range(header.width)]
     picked = [names[i] for i in header.picks]
-    try:
-        reader = pa_csv.open_csv(
-            stream,
-            read_options=pa_csv.ReadOptions(
-                use_threads=False, block_size=block_size, column_names=names
-            ),
-            parse_options=pa_csv.ParseOptions(
-                newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid
-            ),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=dict.fromkeys(picked, pa.string()),
-                include_columns=picked,
-                check_utf8=False,  # checked on the bytes, with the line number
-                strings_can_be_null=False,
-                quoted_strings_can_be_null=False,
-            ),
+    parse = pa_csv.ParseOptions(
+        newlines_in_values=True, ignore_empty_lines=False, invalid_row_handler=on_invalid
+    )
+    convert = pa_csv.ConvertOptions(
+        column_types=dict.fromkeys(picked, pa.string()),
+        include_columns=picked,
+        check_utf8=False,  # checked on the bytes, with the line number
+        strings_can_be_null=False,
+        quoted_strings_can_be_null=False,
+    )
+    for segment in stream.segments(block_size, header.line + 1):
+        # one Arrow block per segment, so one batch and one record numbering
+        read = pa_csv.ReadOptions(
+            use_threads=False, block_size=len(segment) + 1, column_names=names
         )
-    except pa.ArrowInvalid as exc:
-        if str(exc).startswith("Empty CSV file"):
-            return
-        raise _not_csv(exc, header.line + 1, block_size) from exc
-    records = 0  # records read so far, good or skipped
-    while True:
         try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
+            table = pa_csv.read_csv(pa.py_buffer(segment), read, parse, convert)
         except pa.ArrowInvalid as exc:
-            raise _not_csv(exc, header.line + records + 1, block_size) from exc
-        first = header.line + records + 1
-        block = Block(batch, first, skipped)
-        records += batch.num_rows + len(skipped)
+            raise _not_csv(exc, base + 1) from exc
+        batch = table.combine_chunks().to_batches()
+        batch = batch[0] if batch else pa.RecordBatch.from_pydict(dict.fromkeys(picked, []))
+        yield Block(batch, base + 1, skipped)
+        base += batch.num_rows + len(skipped)
         skipped = []
-        yield block
-    if skipped:  # rows dropped after the last batch
-        yield Block(pa.RecordBatch.from_pydict(dict.fromkeys(picked, [])), 0, skipped)
 
 
-def _not_csv(exc: pa.ArrowInvalid, record: int, block_size: int) -> InvalidFileError:
-    if "straddling" in str(exc):
-        # a quoted record over several lines, each shorter than MAX_RECORD_BYTES
-        return InvalidFileError(
-            f"malformed CSV from about line {record}: a record longer than {block_size} bytes "
-            "(unbalanced quotes?)"
-        )
+def _not_csv(exc: pa.ArrowInvalid, record: int) -> InvalidFileError:
     return InvalidFileError(f"malformed CSV from about line {record}: {str(exc)[:200]}")
 
 
