@@ -46,6 +46,7 @@ import pyarrow.compute as pc
 
 from handlers.core.csvstream import BLOCK_SIZE, REQUIRED_COLUMNS, Block, read_blocks
 from handlers.core.errors import InvalidFileError
+from handlers.core.symbol_stats import SymbolStats
 
 __all__ = [
     "BLOCK_SIZE",
@@ -82,48 +83,6 @@ _NS: Final = 1_000_000_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _EXACT: Final = Context(prec=100)  # wide enough for every decimal here: no rounding
 _TS_TYPE: Final = pa.timestamp("ns", "UTC")
-
-
-@dataclass(frozen=True, slots=True)
-class SymbolStats:
-    """One symbol's figures, as published in the results JSON (DESIGN §4)."""
-
-    open: float
-    high: float
-    low: float
-    close: float
-    volume: int
-    vwap: float
-    trades: int
-    first_ts: str
-    last_ts: str
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "open": self.open,
-            "high": self.high,
-            "low": self.low,
-            "close": self.close,
-            "volume": self.volume,
-            "vwap": self.vwap,
-            "trades": self.trades,
-            "firstTs": self.first_ts,
-            "lastTs": self.last_ts,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SymbolStats:
-        return cls(
-            open=float(data["open"]),
-            high=float(data["high"]),
-            low=float(data["low"]),
-            close=float(data["close"]),
-            volume=int(data["volume"]),
-            vwap=float(data["vwap"]),
-            trades=int(data["trades"]),
-            first_ts=str(data["firstTs"]),
-            last_ts=str(data["lastTs"]),
-        )
 
 
 @dataclass(frozen=True, slots=True)
