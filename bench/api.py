@@ -26,16 +26,11 @@ from pathlib import Path
 
 import httpx
 
-from provisioner.auth import ensure_bootstrap_admin_key
-from provisioner.registry.database import Database
-from provisioner.registry.tables import (
-    EnvironmentRow,
-    EnvironmentState,
-    OperationRow,
-    OperationState,
-    utcnow,
-)
-from provisioner.settings import Settings
+from provisioner.auth.service import ensure_bootstrap_admin_key
+from provisioner.config import Settings
+from provisioner.db import Database, utcnow
+from provisioner.environments.models import EnvironmentRow, EnvironmentState
+from provisioner.operations.models import OperationRow, OperationState
 from stacks.config import PipelineConfig
 from stacks.spec import STACK_OUTPUTS
 

@@ -16,7 +16,7 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 
 
 def provisioner_app() -> FastAPI:

@@ -29,9 +29,9 @@ from pydantic import SecretStr
 
 from handlers.core.ids import file_id
 from provisioner.app import create_app
-from provisioner.engines.local import LocalHost
-from provisioner.services import Services
-from provisioner.settings import Settings
+from provisioner.config import Settings
+from provisioner.engines.local.host import LocalHost
+from provisioner.state import AppState
 
 ADMIN_KEY = "mdp_bench-admin-key-0123456789abcdefghijkl"
 SYMBOLS = ["AAPL", "MSFT", "AMZN", "GOOG", "META", "NVDA", "TSLA", "BRK.B", "JPM", "V"]
@@ -102,7 +102,7 @@ def main() -> None:
             thread.join(60)
 
 
-def run(services: Services, base: str, bodies: list[bytes], args: argparse.Namespace) -> None:
+def run(services: AppState, base: str, bodies: list[bytes], args: argparse.Namespace) -> None:
     client = httpx.Client(
         base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
     )

@@ -1,4 +1,4 @@
-"""Aggregate stage: publish `results/{fileId}.json` (DESIGN §4) and merge the file summary.
+"""Aggregate stage: publish `results/{fileId}.json` (docs/architecture.md §4), merge the summary.
 
 Reads the processor's intermediate statistics, writes the results document, merges
 `rowCount`, `rejectedRows`, `symbols` (when it fits the item), `symbolCount` and `resultKey`
@@ -28,7 +28,7 @@ def result_key(results_prefix: str, file_id: str) -> str:
 
 
 def results_document(request: StageRequest, stats: Mapping[str, Any]) -> dict[str, Any]:
-    """The published shape, exactly DESIGN §4, from the processor's statistics."""
+    """The published shape, exactly docs/architecture.md §4, from the processor's statistics."""
     symbols = stats.get("symbols")
     if not isinstance(symbols, Mapping):
         raise MalformedEventError("statistics object has no symbols map")

@@ -1,4 +1,5 @@
-"""File status REST API (DESIGN §2-3) behind API Gateway, with Powertools' REST resolver.
+"""File status REST API (docs/architecture.md §2-3) behind API Gateway, with Powertools'
+REST resolver.
 
     GET /status/{fileId}        one file version's status item
     GET /files?key=<object key> every version of a key, newest first

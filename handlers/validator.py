@@ -1,4 +1,4 @@
-"""Validate stage: stream the uploaded object version and check it against DESIGN §4.
+"""Validate stage: stream the uploaded object version and check it against docs/architecture.md §4.
 
 Returns `{"rows", "rejectedRows"}`; raises InvalidFileError (caught by name by the state
 machine) when the file is rejected, ObjectNotFoundError when the version is gone.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 
 
 def main() -> None:

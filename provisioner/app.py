@@ -3,29 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import structlog
 from fastapi import FastAPI
 
-from provisioner import exception_handlers, openapi
-from provisioner.audit import AuditMiddleware
-from provisioner.auth import ensure_bootstrap_admin_key
+from provisioner import errors, health, openapi
+from provisioner.audit import endpoints as audit_endpoints
+from provisioner.audit.middleware import AuditMiddleware
+from provisioner.auth import endpoints as auth_endpoints
+from provisioner.auth.service import ensure_bootstrap_admin_key
+from provisioner.config import Settings
 from provisioner.dashboard.routes import router as dashboard_router
-from provisioner.engines import ENGINE_HOSTS, ENGINE_REFERENCES
-from provisioner.engines.base import EngineHost, WorkerOnlyHost
-from provisioner.environments import recreate_ephemeral_environments
+from provisioner.db import Database
+from provisioner.engines import build_host, load_engine
+from provisioner.engines import engine_reference as reference_of
+from provisioner.engines.base import EngineHost
+from provisioner.environments import endpoints as environment_endpoints
+from provisioner.environments.service import recreate_ephemeral_environments
+from provisioner.files import endpoints as file_endpoints
+from provisioner.files import local_api
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
-from provisioner.notifier import OperationNotifier
-from provisioner.registry.database import Database
-from provisioner.routes import admin, environments, files, health, local_api, operations
-from provisioner.runner import OperationRunner
-from provisioner.services import Services
-from provisioner.settings import Settings
-from provisioner.worker import load_engine
+from provisioner.operations import endpoints as operation_endpoints
+from provisioner.operations.events import OperationNotifier
+from provisioner.operations.runner import OperationRunner
+from provisioner.state import AppState
 
 log = structlog.get_logger(__name__)
 
@@ -42,7 +46,7 @@ def create_app(
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
-    reference = engine_reference or ENGINE_REFERENCES[settings.engine]
+    reference = engine_reference or reference_of(settings.engine)
     database = Database(settings.resolved_database_url)
 
     @asynccontextmanager
@@ -57,8 +61,7 @@ def create_app(
                 path=str(generated),
                 hint="read the admin API key from this file (mode 0600)",
             )
-        factory = host_factory or _default_host_factory(settings, engine_reference, reference)
-        host = factory(settings)
+        host = host_factory(settings) if host_factory else build_host(reference, settings)
         await asyncio.to_thread(host.start)
         if host.ephemeral:
             recreated = await asyncio.to_thread(_recreate_ephemeral, database, settings)
@@ -69,7 +72,7 @@ def create_app(
         metrics = Metrics(database)
         runner = OperationRunner(settings, database, reference, host, metrics, notifier)
         await runner.start()
-        app.state.services = Services(
+        app.state.services = AppState(
             settings=settings,
             database=database,
             engine_name=load_engine(reference).name,
@@ -99,14 +102,15 @@ def create_app(
     )
     app.state.database = database
     app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
-    exception_handlers.install(app)
+    errors.install(app)
     openapi.install(app)
     for router in (
         health.router,
-        environments.router,
-        files.router,
-        operations.router,
-        admin.router,
+        environment_endpoints.router,
+        file_endpoints.router,
+        operation_endpoints.router,
+        auth_endpoints.router,
+        audit_endpoints.router,
         local_api.router,
     ):
         app.include_router(router)
@@ -117,17 +121,3 @@ def create_app(
 def _recreate_ephemeral(database: Database, settings: Settings) -> int:
     with database.session() as session:
         return len(recreate_ephemeral_environments(session, settings, settings.engine))
-
-
-def _default_host_factory(
-    settings: Settings, engine_reference: str | None, reference: str
-) -> HostFactory:
-    if engine_reference is None and settings.engine in ENGINE_HOSTS:
-        module_name, _, class_name = ENGINE_HOSTS[settings.engine].partition(":")
-        host_class: HostFactory = getattr(importlib.import_module(module_name), class_name)
-        return host_class
-
-    def factory(settings: Settings) -> EngineHost:
-        return WorkerOnlyHost(load_engine(reference), settings)
-
-    return factory

@@ -5,32 +5,32 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
-from provisioner.auth import ApiKeys, Principal
-from provisioner.environments import EnvironmentService
+from provisioner.auth.repository import ApiKeyRepository
+from provisioner.auth.service import ApiKeys, Principal
+from provisioner.db import Database
+from provisioner.environments.service import EnvironmentService
 from provisioner.errors import AuthenticationError, PermissionDeniedError
-from provisioner.registry.api_keys import ApiKeyRepository
-from provisioner.registry.database import Database
-from provisioner.runner import OperationRunner
-from provisioner.services import Services
+from provisioner.operations.runner import OperationRunner
+from provisioner.state import AppState
 
 
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
+def _app_state(request: Request) -> AppState:
+    services: AppState = request.app.state.services
     return services
 
 
-ServicesDep = Annotated[Services, Depends(_services)]
+AppStateDep = Annotated[AppState, Depends(_app_state)]
 
 
-def _database(services: ServicesDep) -> Database:
+def _database(services: AppStateDep) -> Database:
     return services.database
 
 
-def _runner(services: ServicesDep) -> OperationRunner:
+def _runner(services: AppStateDep) -> OperationRunner:
     return services.runner
 
 
@@ -84,7 +84,7 @@ def _admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(_admin)]
 
 
-def _environment_service(session: SessionDep, services: ServicesDep) -> EnvironmentService:
+def _environment_service(session: SessionDep, services: AppStateDep) -> EnvironmentService:
     return EnvironmentService(session, services.settings, services.engine_name)
 
 
@@ -98,3 +98,10 @@ IdempotencyKey = Annotated[
         description="Retrying with the same key returns the same operation",
     ),
 ]
+
+Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
+# Bounded so that no value can overflow a database integer.
+
+
+# Bounded so that no value can overflow a database integer.
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip")]

@@ -30,14 +30,20 @@ _TOKEN_PATTERNS: Final = (
 class SecretRedactor:
     """Masks known secret values. Thread-safe; secrets are registered once at start-up."""
 
-    def __init__(self) -> None:
-        self._secrets: set[str] = set()
+    def __init__(self, secrets: Iterable[str | None] = (), *, min_length: int = 6) -> None:
+        # The service's log redactor skips very short values, which would mask ordinary
+        # words; an engine masking its own credentials in CLI output masks every one.
+        self._min_length = min_length
+        self._secrets: tuple[str, ...] = ()
         self._lock = threading.Lock()
+        self.register(secrets)
 
     def register(self, values: Iterable[str | None]) -> None:
         with self._lock:
-            # Very short values would mask ordinary words; real secrets are long.
-            self._secrets.update(value for value in values if value and len(value) >= 6)
+            known = set(self._secrets)
+            known.update(value for value in values if value and len(value) >= self._min_length)
+            # Longest first, so a secret that contains another is masked whole.
+            self._secrets = tuple(sorted(known, key=len, reverse=True))
 
     def redact_text(self, text: str) -> str:
         for secret in self._secrets:

@@ -9,9 +9,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from provisioner.registry.database import Database
-from provisioner.registry.environments import EnvironmentRepository
-from provisioner.registry.operations import OperationRepository
+from provisioner.db import Database
+from provisioner.environments.repository import EnvironmentRepository
+from provisioner.operations.repository import OperationRepository
 
 
 class Metrics:

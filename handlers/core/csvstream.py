@@ -1,4 +1,4 @@
-"""Market-data bytes to Arrow record batches (DESIGN §4's file-level rules).
+"""Market-data bytes to Arrow record batches (docs/architecture.md §4, file-level rules).
 
 The byte chunks (an S3 body, a local file) are decompressed when they start with the gzip magic
 bytes, checked (UTF-8, no NUL byte, no line longer than MAX_RECORD_BYTES), stripped of a BOM,

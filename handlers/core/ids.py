@@ -1,4 +1,5 @@
-"""File identity (DESIGN §2): one id per object version, safe in URL paths and execution names."""
+"""File identity (docs/architecture.md §2): one id per object version, safe in URL paths and
+execution names."""
 
 from __future__ import annotations
 

@@ -1,11 +1,12 @@
-"""Market-data CSV core (DESIGN §4): validation and per-symbol statistics on Apache Arrow.
+"""Market-data CSV core (docs/architecture.md §4): validation and per-symbol statistics, on
+Apache Arrow.
 
 The validator and processor feed it S3 byte chunks, the benchmark a file. `csvstream` turns the
 bytes into Arrow record batches of string columns; here each batch is checked and converted
 with pyarrow compute kernels, and summarised per symbol into exact partial aggregates that are
 combined across batches, so memory does not grow with the file.
 
-Input rules, beyond DESIGN §4:
+Input rules, beyond docs/architecture.md §4:
 - gzip is detected by its magic bytes (multi-member streams too); UTF-8 with an optional BOM;
   lines end in LF or CRLF; blank lines are skipped and count as neither good nor bad rows.
   Arrow reads a blank line as a row of empty fields, so a row whose four named fields are all

@@ -1,4 +1,5 @@
-"""The file status model (DESIGN §3, a contract): values, their rank, and which are terminal.
+"""The file status model (docs/architecture.md §3, a contract): values, their rank, which are
+terminal.
 
 Pure Python so that `stacks.spec` can build the state machine's rank conditions from it.
 """
@@ -33,8 +34,8 @@ STATUS_RANK: Final[dict[FileStatus, int]] = {
     FileStatus.FAILED: 99,
 }
 
-# Item attribute names (DESIGN §3); `statusRank` is ours, it makes the rank condition a
-# single numeric comparison.
+# Item attribute names (docs/architecture.md §3); `statusRank` is ours, it makes the rank
+# condition a single numeric comparison.
 STATUS_RANK_ATTRIBUTE: Final = "statusRank"
 TTL_ATTRIBUTE: Final = "expirationTime"
 OBJECT_KEY_INDEX: Final = "objectKey-index"
@@ -42,8 +43,9 @@ OBJECT_KEY_INDEX: Final = "objectKey-index"
 # Pipeline stages, as recorded in `stage` and in `error.stage`.
 STAGES: Final = ("ingest", "validator", "processor", "aggregator")
 
-# Item fields shown outside the pipeline (DESIGN §3 plus the retry bookkeeping), by the status
-# API and the provisioner alike; internal ones such as statusRank and executionArn stay inside.
+# Item fields shown outside the pipeline (docs/architecture.md §3 plus the retry bookkeeping), by
+# the status API and the provisioner alike; internal ones such as statusRank and executionArn
+# stay inside.
 PUBLIC_ITEM_FIELDS: Final = (
     "fileId",
     "bucket",

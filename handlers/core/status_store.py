@@ -1,4 +1,4 @@
-"""The file status store (DESIGN §3) over the DynamoDB status table.
+"""The file status store (docs/architecture.md §3) over the DynamoDB status table.
 
 Every write is conditional with the same rules as the state machine's own updateItem states
 (`stacks.state_machine`): a write never lowers `statusRank` and never leaves COMPLETED or FAILED,
@@ -76,7 +76,8 @@ class RetryNotAllowedError(StatusStoreError):
 
 @dataclass(frozen=True)
 class FileSummary:
-    """What the aggregator merges into the status item (DESIGN §3: `rowCount` = rows)."""
+    """What the aggregator merges into the status item (docs/architecture.md §3: `rowCount` is
+    rows)."""
 
     rows: int
     rejected_rows: int

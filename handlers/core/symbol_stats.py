@@ -1,5 +1,5 @@
-"""One symbol's published figures (DESIGN §4), kept apart from the Arrow core so that the
-aggregator, which only reads and writes them, does not load pyarrow (its function has no
+"""One symbol's published figures (docs/architecture.md §4), kept apart from the Arrow core so
+that the aggregator, which only reads and writes them, does not load pyarrow (its function has no
 AWS SDK for pandas layer: stacks.spec.ARROW_FUNCTIONS)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class SymbolStats:
-    """One symbol's figures, as published in the results JSON (DESIGN §4)."""
+    """One symbol's figures, as published in the results JSON (docs/architecture.md §4)."""
 
     open: float
     high: float

@@ -12,19 +12,15 @@ and its handlers there): that half is an `EngineHost`, used only by the main pro
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import boto3
-
-from provisioner.aws_credentials import resolve_aws_credentials, session_for
 from stacks.config import PipelineConfig
 
 if TYPE_CHECKING:
-    from provisioner.settings import Settings
+    from provisioner.config import Settings
 
 
 class OperationKind(StrEnum):
@@ -70,7 +66,7 @@ class OperationRequest:
 
 @dataclass(frozen=True)
 class OperationResult:
-    # Stack outputs (DESIGN §2), all strings. Empty after destroy and preview.
+    # Stack outputs (docs/architecture.md §2), all strings. Empty after destroy and preview.
     outputs: dict[str, str] = field(default_factory=dict)
     # Change counts by step (create / update / delete / same …), e.g. a preview's plan or the
     # drift a refresh found.
@@ -146,76 +142,44 @@ class EngineHost(Protocol):
         """Extra fields for the environment JSON (e.g. the local emulator's endpoint)."""
         ...
 
-    def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
+    def data_plane(self, tenant: str, region: str) -> DataPlane:
         """How the service reaches an environment's AWS resources (file status, DLQs)."""
         ...
 
+    def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
+        """Answer a request to the environment's status API, where the service serves it.
+
+        Only the local engine does (the emulator has no API Gateway); others raise
+        `NotFoundError`, their status API being API Gateway itself.
+        """
+        ...
+
+
+class DataPlane(Protocol):
+    """Clients for one tenant's AWS resources in one region (the real account or the emulator)."""
+
+    @property
+    def raw_event_keys(self) -> bool:
+        """S3 events in this data plane's queues carry the object key raw (the emulator) rather
+        than URL-encoded (AWS); see provisioner.emulator.event_source."""
+        ...
+
+    def client(self, service: str) -> Any: ...
+
 
 @dataclass(frozen=True)
-class DataPlaneAccess:
-    session: boto3.Session
-    endpoint_url: str | None = None  # the local emulator; None for real AWS
-    # S3 events as this data plane's queues hold them carry the object key raw (the emulator)
-    # rather than URL-encoded (AWS); see provisioner.emulator.event_source.
-    raw_event_keys: bool = False
-    # boto3 clients are thread-safe and slow to build: one per service, made on first use.
-    _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _clients_lock: threading.Lock = field(
-        default_factory=threading.Lock, init=False, repr=False, compare=False
-    )
+class StatusApiRequest:
+    """A GET to an environment's status API, below its stage (e.g. `/files`)."""
 
-    def client(self, service: str) -> Any:
-        with self._clients_lock:
-            if service not in self._clients:
-                self._clients[service] = self.session.client(  # type: ignore[call-overload]
-                    service, endpoint_url=self.endpoint_url
-                )
-            return self._clients[service]
+    path: str
+    query: Mapping[str, list[str]]
+    # Without `Authorization`: the caller's API key is the service's, not the function's.
+    headers: Mapping[str, str]
+    source_ip: str
 
 
-# Data-plane credentials are reused for this long (assumed roles last at least 15 minutes).
-_DATA_PLANE_REUSE_S: Final = 300.0
-
-
-class WorkerOnlyHost:
-    """The host of engines that keep nothing in the service process (the pulumi engine)."""
-
-    ephemeral: bool = False
-
-    def __init__(self, engine: type[Engine], settings: Settings) -> None:
-        self._engine = engine
-        self._settings = settings
-        self._access: dict[tuple[str, str], tuple[float, DataPlaneAccess]] = {}
-        self._access_lock = threading.Lock()
-
-    def start(self) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-    def health(self) -> EngineHealth:
-        return self._engine.build(self._settings).health()
-
-    def before_operation(self, request: OperationRequest) -> None:
-        return None
-
-    def after_operation(
-        self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
-    ) -> None:
-        return None
-
-    def environment_extras(self) -> dict[str, str]:
-        return {}
-
-    def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
-        key = (tenant, region)
-        with self._access_lock:
-            cached = self._access.get(key)
-            if cached is not None and time.monotonic() - cached[0] < _DATA_PLANE_REUSE_S:
-                return cached[1]
-        credentials = resolve_aws_credentials(self._settings, region, tenant, f"data-{tenant}")
-        access = DataPlaneAccess(session_for(credentials, region))
-        with self._access_lock:
-            self._access[key] = (time.monotonic(), access)
-        return access
+@dataclass(frozen=True)
+class StatusApiReply:
+    status_code: int
+    headers: dict[str, str]
+    body: str

@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from handlers.core.ids import file_id
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 from tests.factories import ADMIN_KEY, FINAL_STATES, auth
 
 

@@ -32,7 +32,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 from tests.e2e.service import RunningService, free_port, serve
 from tests.e2e.trades import trades_csv
 from tests.factories import ADMIN_KEY, auth, environment_body

@@ -21,7 +21,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from handlers.core.ids import file_id
-from provisioner.settings import Settings
+from provisioner.config import Settings
 from stacks.spec import STACK_OUTPUTS
 from tests.e2e.service import running_service
 from tests.e2e.trades import trades_csv

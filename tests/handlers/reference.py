@@ -1,4 +1,5 @@
-"""A slow, obviously-correct model of DESIGN §4 the market-data core is checked against.
+"""A slow, obviously-correct model of docs/architecture.md §4, which the market-data core is
+checked against.
 
 It shares no code with `handlers.core.marketdata`: rows come from the csv module, instants from
 `datetime`, prices from `Fraction`.
@@ -108,8 +109,9 @@ def iso(moment: tuple[datetime, int]) -> str:
 
 
 def results_symbols(text: str) -> dict[str, dict[str, object]]:
-    """The `symbols` map of a results JSON (DESIGN §4) for this CSV text, as the aggregator must
-    write it: prices and VWAP as floats (one rounding of the exact value), times in `iso`."""
+    """The `symbols` map of a results JSON (docs/architecture.md §4) for this CSV text, as the
+    aggregator must write it: prices and VWAP as floats (one rounding of the exact value), times
+    in `iso`."""
     return {
         symbol: {
             "open": float(figures.open),

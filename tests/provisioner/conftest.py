@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from sqlalchemy import create_engine, text
 
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 from tests.factories import ADMIN_KEY
 
 SCRIPTED_ENGINE = "tests.provisioner.scripted_engine:ScriptedEngine"

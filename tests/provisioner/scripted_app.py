@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from provisioner.app import create_app
-from provisioner.settings import Settings
+from provisioner.config import Settings
 
 
 def create() -> FastAPI:

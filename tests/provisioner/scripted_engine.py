@@ -14,6 +14,7 @@ import os
 import time
 from pathlib import Path
 
+from provisioner.config import Settings
 from provisioner.engines.base import (
     EngineEvent,
     EngineHealth,
@@ -24,7 +25,6 @@ from provisioner.engines.base import (
     OperationResult,
 )
 from provisioner.errors import EngineError, OperationCancelledError
-from provisioner.settings import Settings
 from stacks.spec import STACK_OUTPUTS
 
 

@@ -22,14 +22,14 @@ import pulumi.automation as auto
 import pytest
 from pydantic import SecretStr
 
-import provisioner.engines.pulumi as pulumi_engine
+import provisioner.engines.pulumi.automation as pulumi_automation
+from provisioner.config import Settings
 from provisioner.engines.base import (
     EngineEvent,
     EventType,
     OperationKind,
     OperationRequest,
 )
-from provisioner.settings import Settings
 from stacks.config import PipelineConfig
 
 PASSPHRASE = "correct-horse-battery-staple"
@@ -354,7 +354,7 @@ class FakeStack:
 @pytest.fixture
 def automation(monkeypatch: pytest.MonkeyPatch) -> FakeAutomation:
     fake = FakeAutomation(existing={STACK})
-    monkeypatch.setattr(pulumi_engine, "_open_stack", fake.open_stack)
+    monkeypatch.setattr(pulumi_automation, "open_stack", fake.open_stack)
     return fake
 
 

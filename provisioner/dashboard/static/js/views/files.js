@@ -18,7 +18,7 @@ import {
   timeAgo,
 } from "../dom.js";
 
-// DESIGN §3, in rank order; FAILED is terminal from any stage.
+// docs/architecture.md §3, in rank order; FAILED is terminal from any stage.
 export const FILE_STATUSES = ["RECEIVED", "VALIDATING", "VALIDATED", "PROCESSING", "PROCESSED", "AGGREGATING", "COMPLETED", "FAILED"];
 const PAGE_SIZE = 25;
 const FIGURES = new Intl.NumberFormat(undefined, { maximumFractionDigits: 6 });

@@ -1,0 +1,94 @@
+"""The service's configuration: one `Settings` object, read from `PROVISIONER_*` variables.
+
+No other module of the service reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Final, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Where this service serves local environments' status APIs (the local engine's `apiEndpoint`).
+LOCAL_API_PREFIX: Final = "/local"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROVISIONER_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    data_dir: Path = Path(".provisioner")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default: SQLite file under data_dir"
+    )
+    engine: Literal["local", "pulumi"] = "local"
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="Bootstrap admin API key; if unset one is generated into data_dir (0600)",
+    )
+    max_concurrent_operations: int = Field(default=2, ge=1, le=64)
+    operation_timeout_s: float = Field(default=3600, gt=0)
+    # After a cancel or timeout, how long a running operation may take to stop gracefully
+    # before its worker process group is killed.
+    cancel_grace_s: float = Field(default=60, gt=0)
+    # Liveness of running operations; a RUNNING operation whose heartbeat is older than
+    # `heartbeat_timeout_s` belongs to a dead replica and becomes INTERRUPTED.
+    heartbeat_interval_s: float = Field(default=2.0, gt=0)
+    heartbeat_timeout_s: float = Field(default=15.0, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    # --- pulumi engine ---
+    pulumi_backend_url: str | None = Field(
+        default=None, description="file://… (default: under data_dir) or s3://bucket/prefix"
+    )
+    pulumi_secrets_provider: str = Field(
+        default="passphrase", description='"passphrase" or "awskms://alias/…?region=…"'
+    )
+    pulumi_config_passphrase: SecretStr | None = None
+    pulumi_project: str = "market-data-pipeline"
+    # AWS credentials for deployments, passed to each operation explicitly. If `aws_role_arn`
+    # is set (may contain "{tenant}"), each operation assumes it for short-lived credentials.
+    aws_role_arn: str | None = None
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+    aws_profile: str | None = None
+
+    # --- local engine ---
+    local_aws_host: str = "127.0.0.1"
+    local_aws_port: int = Field(default=4566, ge=0, le=65535)
+    local_workers_per_environment: int = Field(default=2, ge=1, le=16)
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @cached_property
+    def resolved_pulumi_backend_url(self) -> str:
+        if self.pulumi_backend_url:
+            return self.pulumi_backend_url
+        return (self.data_dir / "pulumi-state").resolve().as_uri()
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log and event redactor."""
+        secrets = (
+            self.admin_key,
+            self.pulumi_config_passphrase,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.aws_session_token,
+        )
+        return [secret.get_secret_value() for secret in secrets if secret is not None]
+
+    @property
+    def public_url(self) -> str:
+        """Base URL of this service as seen from the same machine."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host
+        return f"http://{host}:{self.port}"

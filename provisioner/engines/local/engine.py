@@ -1,0 +1,105 @@
+"""The local engine (the embedded default): pipelines in an AWS emulator, running for real.
+
+The service starts moto's server on loopback (`PROVISIONER_LOCAL_AWS_PORT`) and installs the
+Lambda dispatcher (`host.LocalHost`, in the service's process). Operations (`LocalEngine`, in worker
+processes like every engine's) apply `stacks.spec` to the emulator with boto3: the same names,
+settings, policies and state machine as the Pulumi program. Once an environment exists its
+`EnvironmentRuntime` runs its handlers and ingest poller, and the service serves its status
+API at `apiEndpoint` (`/local/{tenant}/{name}/prod`).
+
+The emulator keeps everything in memory: when the service restarts, every local environment
+is gone. The service then re-creates, empty, each one that was READY (see
+`provisioner.environments.service.recreate_ephemeral_environments`); others stay FAILED until
+retried.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import moto
+import structlog
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provisioner.config import LOCAL_API_PREFIX, Settings
+from provisioner.emulator.apply import (
+    AwsClients,
+    apply_pipeline,
+    destroy_pipeline,
+    plan_pipeline,
+    planned_resources,
+)
+from provisioner.engines.base import (
+    EngineEvent,
+    EngineHealth,
+    OperationContext,
+    OperationKind,
+    OperationRequest,
+    OperationResult,
+)
+from provisioner.errors import EngineError
+from stacks.config import PipelineConfig
+
+log = structlog.get_logger(__name__)
+
+
+def emulator_url(settings: Settings) -> str:
+    host = settings.local_aws_host
+    return f"http://{f'[{host}]' if ':' in host else host}:{settings.local_aws_port}"
+
+
+def local_api_endpoint(settings: Settings, config: PipelineConfig) -> str:
+    """The environment's status API base URL, served by this service (stage `prod`)."""
+    return f"{settings.public_url}{LOCAL_API_PREFIX}/{config.tenant}/{config.environment}/prod"
+
+
+class LocalEngine:
+    """Worker-side half: applies, plans and destroys environments in the emulator."""
+
+    name: str = "local"
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    @classmethod
+    def build(cls, settings: Settings) -> LocalEngine:
+        return cls(settings)
+
+    def health(self) -> EngineHealth:
+        try:
+            AwsClients.for_endpoint(emulator_url(self._settings), region="us-east-1").account_id()
+        except (BotoCoreError, ClientError) as error:
+            return EngineHealth(False, f"AWS emulator not reachable ({type(error).__name__})")
+        return EngineHealth(True, f"AWS emulator (moto {moto.__version__})")
+
+    def run(self, request: OperationRequest, context: OperationContext) -> OperationResult:
+        config = request.config
+        clients = AwsClients.for_endpoint(emulator_url(self._settings), region=config.region)
+        steps: Counter[str] = Counter()
+
+        def on_event(event: EngineEvent) -> None:
+            if event.step and event.type.startswith("resource.finished"):
+                steps[event.step] += 1
+            context.emit(event)
+
+        def should_stop() -> bool:
+            return context.cancel_requested.is_set()
+
+        context.expect_resources(len(planned_resources(config)))
+        kind = request.kind
+        if kind in (OperationKind.CREATE, OperationKind.UPDATE):
+            outputs = apply_pipeline(
+                config,
+                clients,
+                api_endpoint=local_api_endpoint(self._settings, config),
+                on_event=on_event,
+                should_stop=should_stop,
+            )
+            return OperationResult(outputs=outputs, changes=dict(steps))
+        if kind == OperationKind.DESTROY:
+            destroy_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
+            return OperationResult(changes=dict(steps))
+        if kind in (OperationKind.PREVIEW, OperationKind.REFRESH):
+            changes = plan_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
+            return OperationResult(changes=changes)
+        raise EngineError(f"the local engine cannot {kind}")

@@ -1,0 +1,149 @@
+"""The local engine's service-side half: the emulator server, the Lambda dispatcher, and the
+running environments (their handlers, ingest pollers and status APIs)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+
+import boto3
+import moto
+import structlog
+
+from provisioner.config import Settings
+from provisioner.emulator.lambda_dispatch import (
+    DEFAULT_ACCOUNT_ID,
+    FunctionStats,
+    InvocationResult,
+    LambdaDispatcher,
+)
+from provisioner.emulator.runtime import LOCAL_CREDENTIALS, EnvironmentRuntime
+from provisioner.emulator.server import EmulatorServer
+from provisioner.engines.aws import DataPlaneAccess
+from provisioner.engines.base import (
+    EngineHealth,
+    OperationKind,
+    OperationRequest,
+    StatusApiReply,
+    StatusApiRequest,
+)
+from provisioner.engines.local.status_api import proxy_reply, rest_proxy_event
+from provisioner.errors import NotFoundError, UnavailableError
+from stacks import spec
+from stacks.config import PipelineConfig
+from stacks.spec import FunctionName
+
+log = structlog.get_logger(__name__)
+
+
+class LocalHost:
+    """Service-side half: the emulator server, the Lambda dispatcher, running environments."""
+
+    # The emulator keeps no state across restarts (see the module docstring).
+    ephemeral: bool = True
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._server = EmulatorServer(settings.local_aws_host, settings.local_aws_port)
+        self._dispatcher = LambdaDispatcher()
+        self._runtimes: dict[str, EnvironmentRuntime] = {}
+        self._data_planes: dict[str, DataPlaneAccess] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint_url(self) -> str:
+        return self._server.endpoint_url
+
+    def start(self) -> None:
+        self._server.start()
+        # moto's backends are process-wide: start from nothing, as a fresh process would.
+        self._server.reset()
+        self._dispatcher.install()
+        log.info("local.emulator_ready", endpoint=self.endpoint_url)
+
+    def stop(self) -> None:
+        with self._lock:
+            runtimes = list(self._runtimes.values())
+            self._runtimes.clear()
+        for runtime in runtimes:
+            runtime.stop()
+        self._dispatcher.uninstall()
+        self._server.stop()
+
+    def health(self) -> EngineHealth:
+        if not self._server.running or not self._server.healthy():
+            return EngineHealth(False, "the AWS emulator does not answer")
+        return EngineHealth(True, f"AWS emulator (moto {moto.__version__}) at {self.endpoint_url}")
+
+    def before_operation(self, request: OperationRequest) -> None:
+        if request.kind == OperationKind.DESTROY:
+            self._stop_runtime(request.config.stack_name)
+
+    def after_operation(
+        self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
+    ) -> None:
+        if not succeeded or request.kind not in (OperationKind.CREATE, OperationKind.UPDATE):
+            return
+        # An update may change what the handlers read (e.g. the bad-row threshold): restart.
+        self._stop_runtime(request.config.stack_name)
+        runtime = EnvironmentRuntime(
+            request.config,
+            self.endpoint_url,
+            self._dispatcher,
+            self._settings.local_workers_per_environment,
+        )
+        runtime.start()
+        with self._lock:
+            self._runtimes[request.config.stack_name] = runtime
+
+    def environment_extras(self) -> dict[str, str]:
+        return {"awsEndpointUrl": self.endpoint_url}
+
+    def invocation_stats(self) -> dict[str, FunctionStats]:
+        """Per-function invocation figures since the service started (bench/dataplane.py)."""
+        return self._dispatcher.stats()
+
+    def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
+        # One per region, kept: its clients are reused by every request.
+        with self._lock:
+            access = self._data_planes.get(region)
+            if access is None:
+                session = boto3.Session(
+                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    region_name=region,
+                )
+                access = DataPlaneAccess(
+                    session, endpoint_url=self.endpoint_url, raw_event_keys=True
+                )
+                self._data_planes[region] = access
+            return access
+
+    def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
+        """Play API Gateway for the environment's status API (see `status_api`)."""
+        payload = json.dumps(rest_proxy_event(request, config.tenant)).encode()
+        result = self.invoke(config, "status", payload)
+        if not result.ok:
+            raise UnavailableError(
+                f"the status function failed: {result.error_type}: {result.error_message}"
+            )
+        return proxy_reply(result.value())
+
+    def invoke(
+        self, config: PipelineConfig, function: FunctionName, payload: bytes
+    ) -> InvocationResult:
+        """Invoke one of a running environment's functions (the local status API)."""
+        with self._lock:
+            runtime = self._runtimes.get(config.stack_name)
+        if runtime is None:
+            raise NotFoundError(
+                f"environment {config.tenant}/{config.environment} is not running locally"
+            )
+        return runtime.invoke(spec.names(config, DEFAULT_ACCOUNT_ID).functions[function], payload)
+
+    def _stop_runtime(self, stack_name: str) -> None:
+        with self._lock:
+            runtime = self._runtimes.pop(stack_name, None)
+        if runtime is not None:
+            runtime.stop()

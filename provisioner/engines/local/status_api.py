@@ -1,0 +1,73 @@
+"""The local engine plays API Gateway for an environment's status API.
+
+On AWS the status API is API Gateway (REST, stage `prod`) proxying to the status function; the
+emulator cannot serve AWS_PROXY integrations, so the service turns the request into the same
+REST proxy event and invokes the environment's real status function (`handlers.status_api`) in
+its local runtime.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any, Final
+
+from provisioner.emulator.lambda_dispatch import DEFAULT_ACCOUNT_ID
+from provisioner.engines.base import StatusApiReply, StatusApiRequest
+from provisioner.errors import NotFoundError
+from stacks.spec import API_STAGE
+
+# The REST API's resources (stacks.pipeline): path pattern → resource template.
+_RESOURCES: Final = (
+    (re.compile(r"^/status/(?P<fileId>[^/]+)$"), "/status/{fileId}"),
+    (re.compile(r"^/files$"), "/files"),
+)
+
+
+def rest_proxy_event(request: StatusApiRequest, tenant: str) -> dict[str, Any]:
+    """The API Gateway REST (v1) proxy event for this request, as API Gateway builds it."""
+    path = request.path
+    resource, path_parameters = None, None
+    for pattern, template in _RESOURCES:
+        match = pattern.match(path)
+        if match:
+            resource, path_parameters = template, match.groupdict() or None
+            break
+    if resource is None:
+        raise NotFoundError(f"no resource {path} in the status API")
+    headers = dict(request.headers)
+    query = {k: v for k, v in request.query.items() if v}
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": "GET",
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        # Like Starlette's QueryParams: the single-value view keeps a repeated key's last value.
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": path_parameters,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": resource,
+            "httpMethod": "GET",
+            "path": f"/{API_STAGE}{path}",
+            "stage": API_STAGE,
+            "requestId": str(uuid.uuid4()),
+            "accountId": DEFAULT_ACCOUNT_ID,
+            "apiId": f"local-{tenant}",
+            "identity": {"sourceIp": request.source_ip},
+        },
+        "body": None,
+        "isBase64Encoded": False,
+    }
+
+
+def proxy_reply(reply: dict[str, Any]) -> StatusApiReply:
+    """The HTTP answer in a Lambda proxy integration's result."""
+    headers = {k: v for k, v in (reply.get("headers") or {}).items() if isinstance(v, str)}
+    return StatusApiReply(
+        status_code=int(reply.get("statusCode", 200)),
+        headers=headers,
+        body=reply.get("body") or "",
+    )

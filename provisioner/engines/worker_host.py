@@ -1,0 +1,69 @@
+"""The host of engines that keep nothing in the service's process (the pulumi engine)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from typing import Final
+
+from provisioner.config import Settings
+from provisioner.engines.aws import DataPlaneAccess, resolve_aws_credentials, session_for
+from provisioner.engines.base import (
+    Engine,
+    EngineHealth,
+    OperationRequest,
+    StatusApiReply,
+    StatusApiRequest,
+)
+from provisioner.errors import NotFoundError
+from stacks.config import PipelineConfig
+
+_DATA_PLANE_REUSE_S: Final = 300.0
+
+
+class WorkerOnlyHost:
+    """The host of engines that keep nothing in the service process (the pulumi engine)."""
+
+    ephemeral: bool = False
+
+    def __init__(self, engine: type[Engine], settings: Settings) -> None:
+        self._engine = engine
+        self._settings = settings
+        self._access: dict[tuple[str, str], tuple[float, DataPlaneAccess]] = {}
+        self._access_lock = threading.Lock()
+
+    def start(self) -> None:
+        return None
+
+    def stop(self) -> None:
+        return None
+
+    def health(self) -> EngineHealth:
+        return self._engine.build(self._settings).health()
+
+    def before_operation(self, request: OperationRequest) -> None:
+        return None
+
+    def after_operation(
+        self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
+    ) -> None:
+        return None
+
+    def environment_extras(self) -> dict[str, str]:
+        return {}
+
+    def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
+        raise NotFoundError("the local status API exists only with the local engine")
+
+    def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
+        key = (tenant, region)
+        with self._access_lock:
+            cached = self._access.get(key)
+            if cached is not None and time.monotonic() - cached[0] < _DATA_PLANE_REUSE_S:
+                return cached[1]
+        credentials = resolve_aws_credentials(self._settings, region, tenant, f"data-{tenant}")
+        access = DataPlaneAccess(session_for(credentials, region))
+        with self._access_lock:
+            self._access[key] = (time.monotonic(), access)
+        return access

@@ -1,0 +1,237 @@
+"""`/environments`: create, list, show, change and destroy pipeline environments."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+
+from provisioner.audit.middleware import audit_target
+from provisioner.auth.service import Principal
+from provisioner.deps import (
+    AppStateDep,
+    EnvironmentServiceDep,
+    IdempotencyKey,
+    Limit,
+    Offset,
+    PrincipalDep,
+    RunnerDep,
+)
+from provisioner.engines.base import OperationKind
+from provisioner.environments.models import EnvironmentState
+from provisioner.environments.schemas import (
+    EnvironmentCreate,
+    EnvironmentPublic,
+    EnvironmentUpdate,
+    environment_public,
+)
+from provisioner.environments.service import EnvironmentService, request_fingerprint
+from provisioner.errors import error_responses
+from provisioner.operations.models import OperationRow
+from provisioner.operations.runner import OperationRunner
+from provisioner.operations.schemas import OperationPublic, accepted, operation_public
+from provisioner.schemas import Page
+
+router = APIRouter(prefix="/environments", tags=["environments"])
+
+
+def _start_operation(
+    request: Request,
+    response: Response,
+    principal: Principal,
+    service: EnvironmentService,
+    runner: OperationRunner,
+    idempotency_key: str | None,
+    *,
+    tenant: str,
+    name: str,
+    payload: Mapping[str, Any],
+    start: Callable[[str], OperationRow],
+) -> OperationPublic:
+    """What every operation-starting route does around `start(fingerprint)`: audit target,
+    idempotency, commit before the runner looks, a 202 with Location."""
+    audit_target(request, tenant, f"{tenant}/{name}")
+    fingerprint = request_fingerprint(request.method, request.url.path, payload)
+    operation = service.idempotent(
+        principal, idempotency_key, fingerprint, lambda: start(fingerprint)
+    )
+    service.session.commit()
+    runner.wake()
+    return accepted(operation, request, response)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=error_responses(400, 403, 409, 422),
+    summary="Create (or retry, or re-create) an environment",
+)
+def create_environment(
+    body: EnvironmentCreate,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    return _start_operation(
+        request,
+        response,
+        principal,
+        service,
+        runner,
+        idempotency_key,
+        tenant=body.tenant,
+        name=body.name,
+        payload=body.model_dump(mode="json"),
+        start=lambda fingerprint: service.create(principal, body, idempotency_key, fingerprint),
+    )
+
+
+@router.get("", response_model=Page[EnvironmentPublic], responses=error_responses())
+def list_environments(
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    services: AppStateDep,
+    tenant: Annotated[str | None, Query(description="Only this tenant")] = None,
+    state: Annotated[EnvironmentState | None, Query(description="Only this state")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[EnvironmentPublic]:
+    if principal.tenant is not None:
+        if tenant is not None and tenant != principal.tenant:
+            return Page(items=[], total=0, limit=limit, offset=offset)
+        tenant = principal.tenant
+    rows, total = service.environments.list(tenant=tenant, state=state, limit=limit, offset=offset)
+    last = service.operations.by_ids([r.last_operation_id for r in rows if r.last_operation_id])
+    extras = services.host.environment_extras()
+    items = [environment_public(row, last.get(row.last_operation_id or ""), extras) for row in rows]
+    return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{tenant}/{name}", response_model=EnvironmentPublic, responses=error_responses(404))
+def get_environment(
+    tenant: str,
+    name: str,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    services: AppStateDep,
+) -> EnvironmentPublic:
+    row = service.get_visible(principal, tenant, name)
+    last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
+    return environment_public(row, last, services.host.environment_extras())
+
+
+@router.patch(
+    "/{tenant}/{name}",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=error_responses(400, 404, 409, 422),
+    summary="Change an environment's configuration or tags",
+)
+def update_environment(
+    tenant: str,
+    name: str,
+    body: EnvironmentUpdate,
+    request: Request,
+    response: Response,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+    idempotency_key: IdempotencyKey = None,
+) -> OperationPublic:
+    return _start_operation(
+        request,
+        response,
+        principal,
+        service,
+        runner,
+        idempotency_key,
+        tenant=tenant,
+        name=name,
+        payload=body.model_dump(mode="json"),
+        start=lambda fingerprint: service.update(
+            principal, tenant, name, body, idempotency_key, fingerprint
+        ),
+    )
+
+
+def _operation_route(kind: OperationKind, summary: str) -> Callable[..., OperationPublic]:
+    """The route of an operation that takes no body: destroy, refresh, preview."""
+
+    def run(
+        tenant: str,
+        name: str,
+        request: Request,
+        response: Response,
+        principal: PrincipalDep,
+        service: EnvironmentServiceDep,
+        runner: RunnerDep,
+        idempotency_key: IdempotencyKey = None,
+    ) -> OperationPublic:
+        return _start_operation(
+            request,
+            response,
+            principal,
+            service,
+            runner,
+            idempotency_key,
+            tenant=tenant,
+            name=name,
+            payload={"kind": kind},
+            start=lambda fingerprint: service.run(
+                principal, tenant, name, kind, idempotency_key, fingerprint
+            ),
+        )
+
+    run.__name__ = f"{kind}_environment"
+    run.__doc__ = summary
+    return run
+
+
+for _method, _path, _kind, _summary in (
+    (
+        "DELETE",
+        "/{tenant}/{name}",
+        OperationKind.DESTROY,
+        "Destroy an environment (every resource, every object version)",
+    ),
+    (
+        "POST",
+        "/{tenant}/{name}/refresh",
+        OperationKind.REFRESH,
+        "Check for drift between the stack and what exists",
+    ),
+    ("POST", "/{tenant}/{name}/preview", OperationKind.PREVIEW, "Plan what an update would change"),
+):
+    router.add_api_route(
+        _path,
+        _operation_route(_kind, _summary),
+        methods=[_method],
+        status_code=202,
+        response_model=OperationPublic,
+        responses=error_responses(404, 409),
+        summary=_summary,
+    )
+
+
+@router.get(
+    "/{tenant}/{name}/operations",
+    response_model=Page[OperationPublic],
+    responses=error_responses(404),
+    summary="The environment's operations, newest first",
+)
+def list_environment_operations(
+    tenant: str,
+    name: str,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> Page[OperationPublic]:
+    row = service.get_visible(principal, tenant, name)
+    rows, total = service.operations.list(environment_id=row.id, limit=limit, offset=offset)
+    return Page(items=[operation_public(r) for r in rows], total=total, limit=limit, offset=offset)

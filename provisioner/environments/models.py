@@ -1,0 +1,41 @@
+"""ORM table of environments. States are stored as their string values."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioner.db import Base, UtcDateTime, utcnow
+
+
+class EnvironmentState(StrEnum):
+    PROVISIONING = "PROVISIONING"
+    READY = "READY"
+    UPDATING = "UPDATING"
+    DESTROYING = "DESTROYING"
+    DESTROYED = "DESTROYED"
+    FAILED = "FAILED"
+
+
+class EnvironmentRow(Base):
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("tenant", "name", name="uq_environment_tenant_name"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(20), index=True)
+    name: Mapped[str] = mapped_column(String(12))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    region: Mapped[str] = mapped_column(String(32))
+    # The PipelineConfig fields other than tenant, environment, region and tags.
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    tags: Mapped[dict[str, str]] = mapped_column(JSON)
+    outputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_operation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -1,0 +1,92 @@
+"""Environment requests and responses (docs/architecture.md §5), and rows → responses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from provisioner.environments.models import EnvironmentRow, EnvironmentState
+from provisioner.operations.models import OperationRow
+from provisioner.operations.schemas import OperationPublic, operation_public
+from provisioner.schemas import ApiModel
+from stacks.config import (
+    ENVIRONMENT_PATTERN,
+    REGION_PATTERN,
+    TENANT_PATTERN,
+    PipelineSettings,
+)
+
+
+class EnvironmentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Patterns are documented here and enforced by PipelineConfig, whose errors say why.
+    tenant: str = Field(
+        description="Tenant id: [a-z][a-z0-9]{0,19}",
+        examples=["acme"],
+        json_schema_extra={"pattern": TENANT_PATTERN.pattern},
+    )
+    name: str = Field(
+        description="Environment name: [a-z][a-z0-9-]{0,11}, not ending in '-'",
+        examples=["dev"],
+        json_schema_extra={"pattern": ENVIRONMENT_PATTERN.pattern},
+    )
+    region: str = Field(
+        default="us-east-1",
+        examples=["us-east-1"],
+        json_schema_extra={"pattern": REGION_PATTERN.pattern},
+    )
+    config: PipelineSettings = Field(default_factory=PipelineSettings)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class EnvironmentUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    config: dict[str, Any] | None = Field(
+        default=None,
+        description="Fields of `config` to change (same names as in EnvironmentPublic.config)",
+        examples=[{"max_bad_row_ratio": 0.05}],
+    )
+    tags: dict[str, str] | None = Field(default=None, description="Replaces the caller tags")
+
+
+class EnvironmentPublic(ApiModel):
+    tenant: str
+    name: str
+    state: EnvironmentState
+    engine: str
+    region: str
+    config: PipelineSettings
+    tags: dict[str, str]
+    outputs: dict[str, str]
+    failure_reason: str | None = None
+    last_operation: OperationPublic | None
+    aws_endpoint_url: str | None = Field(
+        default=None, description="Local engine only: the AWS emulator's endpoint URL"
+    )
+    created_at: datetime
+    updated_at: datetime
+
+
+def environment_public(
+    row: EnvironmentRow, last_operation: OperationRow | None, extras: Mapping[str, str]
+) -> EnvironmentPublic:
+    return EnvironmentPublic(
+        tenant=row.tenant,
+        name=row.name,
+        state=EnvironmentState(row.state),
+        engine=row.engine,
+        region=row.region,
+        config=PipelineSettings.model_validate(row.config),
+        tags=dict(row.tags),
+        outputs=dict(row.outputs or {}),
+        failure_reason=row.failure_reason,
+        last_operation=operation_public(last_operation) if last_operation else None,
+        aws_endpoint_url=extras.get("awsEndpointUrl") if row.engine == "local" else None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

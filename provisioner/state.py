@@ -1,0 +1,23 @@
+"""The long-lived objects one app instance shares, created in its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from provisioner.config import Settings
+from provisioner.db import Database
+from provisioner.engines.base import EngineHost
+from provisioner.metrics import Metrics
+from provisioner.operations.events import OperationNotifier
+from provisioner.operations.runner import OperationRunner
+
+
+@dataclass(frozen=True)
+class AppState:
+    settings: Settings
+    database: Database
+    engine_name: str
+    host: EngineHost
+    runner: OperationRunner
+    metrics: Metrics
+    notifier: OperationNotifier
