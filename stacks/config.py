@@ -84,6 +84,11 @@ class PipelineSettings(BaseModel):
     powertools_layer_arn: str | None = Field(
         default=None, description="Override the AWS-published Powertools layer for the region"
     )
+    pandas_layer_arn: str | None = Field(
+        default=None,
+        description="Override the AWS SDK for pandas layer (pyarrow) of the validator and "
+        "processor; needed in regions without a known default (stacks.spec.PANDAS_LAYER_VERSIONS)",
+    )
 
     @field_validator("log_retention_days")
     @classmethod
@@ -110,7 +115,7 @@ class PipelineSettings(BaseModel):
             raise ValueError(f"must be at least api_rate_limit ({rate:g})")
         return value
 
-    @field_validator("powertools_layer_arn")
+    @field_validator("powertools_layer_arn", "pandas_layer_arn")
     @classmethod
     def _layer_arn(cls, value: str | None) -> str | None:
         if value is not None and not _LAYER_ARN.fullmatch(value):

@@ -147,7 +147,6 @@ class FilePipeline(pulumi.ComponentResource):
         # --- functions -------------------------------------------------------------------
         specs = spec.function_specs(config)
         archive = handlers_archive(args.handlers_dir)
-        layer = spec.powertools_layer_arn(config)
         roles: dict[spec.FunctionName, aws.iam.Role] = {}
         role_policies: dict[spec.FunctionName, aws.iam.RolePolicy] = {}
         for fn in spec.FUNCTIONS:
@@ -176,7 +175,7 @@ class FilePipeline(pulumi.ComponentResource):
                 code=archive,
                 memory_size=fn_spec.memory_mb,
                 timeout=fn_spec.timeout_s,
-                layers=[layer],
+                layers=spec.function_layers(fn, config),
                 environment={"variables": environment},
                 logging_config={
                     "log_format": spec.FUNCTION_LOG_FORMAT,

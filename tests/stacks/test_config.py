@@ -60,6 +60,9 @@ def test_defaults_follow_the_design() -> None:
         ("api_burst_limit", 5001),
         ("stage_timeout_s", 0),
         ("powertools_layer_arn", 3),
+        ("pandas_layer_arn", "arn:aws:lambda:us-east-1:336392948345:layer:AWSSDKPandas-Python313"),
+        ("pandas_layer_arn", "arn:aws:lambda:us-east-1:336392948345:layer:x:1\n"),
+        ("pandas_layer_arn", " arn:aws:lambda:us-east-1:336392948345:layer:x:1"),
     ],
 )
 def test_invalid_values_name_the_field(field: str, value: object) -> None:

@@ -127,17 +127,43 @@ def test_functions_use_the_regions_powertools_layer(
     deployment: Deployment, config: PipelineConfig
 ) -> None:
     for function in deployment.of_type(FUNCTION):
-        assert function.inputs["layers"] == [
+        assert function.inputs["layers"][0] == (
             "arn:aws:lambda:us-east-1:017000801446:layer:"
             "AWSLambdaPowertoolsPythonV3-python313-x86_64:27"
-        ]
+        )
 
 
 def test_powertools_layer_can_be_overridden(
     custom_deployment: Deployment, custom_config: PipelineConfig
 ) -> None:
     for function in custom_deployment.of_type(FUNCTION):
-        assert function.inputs["layers"] == [custom_config.powertools_layer_arn]
+        assert function.inputs["layers"][0] == custom_config.powertools_layer_arn
+
+
+def test_only_the_validator_and_processor_load_the_pandas_layer(
+    deployment: Deployment, config: PipelineConfig
+) -> None:
+    for fn in spec.FUNCTIONS:
+        layers = _function(deployment, config, fn).inputs["layers"]
+        if fn in ("validator", "processor"):
+            assert layers[1:] == [config.pandas_layer_arn]
+        else:
+            assert len(layers) == 1
+
+
+def test_pandas_layer_defaults_to_the_pinned_release_where_its_version_is_known() -> None:
+    config = PipelineConfig(tenant="acme", environment="dev", region="af-south-1")
+    assert spec.pandas_layer_arn(config) == (
+        "arn:aws:lambda:af-south-1:336392948345:layer:AWSSDKPandas-Python313:11"
+    )
+    assert spec.function_layers("processor", config)[1] == spec.pandas_layer_arn(config)
+
+
+def test_pandas_layer_must_be_given_in_a_region_without_a_known_version() -> None:
+    config = PipelineConfig(tenant="acme", environment="dev", region="eu-central-2")
+    with pytest.raises(ValueError, match="set pandas_layer_arn"):
+        spec.function_layers("validator", config)
+    assert len(spec.function_layers("aggregator", config)) == 1
 
 
 # --- code ----------------------------------------------------------------------------------------
