@@ -87,7 +87,7 @@ class PipelineSettings(BaseModel):
     pandas_layer_arn: str | None = Field(
         default=None,
         description="Override the AWS SDK for pandas layer (pyarrow) of the validator and "
-        "processor; needed in regions without a known default (stacks.spec.PANDAS_LAYER_VERSIONS)",
+        "processor (default: AWS's published ARN of the pinned release for the region)",
     )
 
     @field_validator("log_retention_days")

@@ -82,6 +82,13 @@ class FilePipeline(pulumi.ComponentResource):
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
         identity = aws.get_caller_identity_output(opts=invoke_opts)
         partition = aws.get_partition_output(opts=invoke_opts).partition
+        pandas_layer: pulumi.Output[str] = (
+            pulumi.Output.from_input(config.pandas_layer_arn)
+            if config.pandas_layer_arn
+            else aws.ssm.get_parameter_output(
+                name=spec.pandas_layer_parameter(config), opts=invoke_opts
+            ).value
+        )
         account_id = identity.account_id
         # Lifted attribute and item access (`physical.functions[fn]`) gives Output[str] names.
         physical = account_id.apply(lambda account: spec.names(config, account))
@@ -175,7 +182,7 @@ class FilePipeline(pulumi.ComponentResource):
                 code=archive,
                 memory_size=fn_spec.memory_mb,
                 timeout=fn_spec.timeout_s,
-                layers=spec.function_layers(fn, config),
+                layers=pandas_layer.apply(lambda arn: spec.function_layers(fn, config, arn)),
                 environment={"variables": environment},
                 logging_config={
                     "log_format": spec.FUNCTION_LOG_FORMAT,

@@ -9,10 +9,8 @@ environments, code) and re-exports the rest, so `from stacks import spec` reache
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Final
 
 from handlers.core.status_model import TTL_ATTRIBUTE
@@ -147,7 +145,7 @@ __all__ = [
     "lambda_assume_role_policy",
     "lifecycle_rules",
     "names",
-    "pandas_layer_arn",
+    "pandas_layer_parameter",
     "pipeline_arns",
     "powertools_layer_arn",
     "queue_settings",
@@ -184,37 +182,30 @@ def powertools_layer_arn(config: PipelineConfig) -> str:
 # processor import it; the other functions do not load it). Pinned to release 3.16.1, whose
 # Python 3.13 layers bundle pyarrow 20.0.0, the version pyproject.toml pins and the tests run:
 # release 3.17.0 (pyarrow 24) is avoided, its Python 3.12-3.14 layers crash on any datetime64
-# (aws/aws-sdk-pandas#3393). Unlike Powertools, the layer's version number differs per region
-# for one release, so a region gets a default only when its 3.16.1 number was read from the
-# release's published table (docs: aws-sdk-pandas.readthedocs.io/en/3.16.1/layers.html);
-# elsewhere config.pandas_layer_arn must be set (the deployment fails with a message naming it).
-PANDAS_LAYER_ACCOUNT: Final = "336392948345"
+# (aws/aws-sdk-pandas#3393). Unlike Powertools, one release's layer version number differs per
+# region, so the ARN is not derived here: AWS publishes it per release, region, Python version
+# and architecture as an SSM public parameter, which the Pulumi program reads at deployment
+# (stacks.pipeline). `config.pandas_layer_arn` overrides it (a private copy of the layer).
 PANDAS_LAYER_RELEASE: Final = "3.16.1"
-PANDAS_LAYER_VERSIONS: Final[Mapping[str, int]] = MappingProxyType({"af-south-1": 11})
+PANDAS_LAYER_PYTHON: Final = "py3.13"
 # The functions whose code imports pyarrow (handlers.core.marketdata).
 ARROW_FUNCTIONS: Final[tuple[FunctionName, ...]] = ("validator", "processor")
 
 
-def pandas_layer_arn(config: PipelineConfig) -> str:
-    if config.pandas_layer_arn:
-        return config.pandas_layer_arn
-    version = PANDAS_LAYER_VERSIONS.get(config.region)
-    if version is None:
-        raise ValueError(
-            f"no known AWS SDK for pandas {PANDAS_LAYER_RELEASE} layer version for region "
-            f"{config.region}: set pandas_layer_arn (AWSSDKPandas-Python313, x86_64)"
-        )
+def pandas_layer_parameter(config: PipelineConfig) -> str:
+    """The SSM public parameter that holds the pinned release's layer ARN in this region."""
     return (
-        f"arn:aws:lambda:{config.region}:{PANDAS_LAYER_ACCOUNT}:layer:"
-        f"AWSSDKPandas-Python313:{version}"
+        f"/aws/service/aws-sdk-pandas/{PANDAS_LAYER_RELEASE}/{config.region}/"
+        f"{PANDAS_LAYER_PYTHON}/{LAMBDA_ARCHITECTURE}/layer-arn"
     )
 
 
-def function_layers(fn: FunctionName, config: PipelineConfig) -> list[str]:
-    """Powertools for every function; the pandas layer (pyarrow) for those that need it."""
+def function_layers(fn: FunctionName, config: PipelineConfig, pandas_layer: str) -> list[str]:
+    """Powertools for every function; the pandas layer (pyarrow, its ARN resolved by the
+    caller: `config.pandas_layer_arn` or the SSM parameter) for those that import it."""
     layers = [powertools_layer_arn(config)]
     if fn in ARROW_FUNCTIONS:
-        layers.append(pandas_layer_arn(config))
+        layers.append(pandas_layer)
     return layers
 
 

@@ -17,13 +17,16 @@ from tests.stacks.mocks import (
     EVENT_SOURCE_MAPPING,
     FUNCTION,
     LOG_GROUP,
+    PANDAS_LAYER_NAME,
     QUEUE,
     ROLE,
     ROLE_POLICY,
+    SSM_PARAMETER_INVOKE,
     STATE_MACHINE,
     TABLE,
     Deployment,
     RegisteredResource,
+    deploy,
 )
 
 STAGES = ("validator", "processor", "aggregator")
@@ -151,19 +154,26 @@ def test_only_the_validator_and_processor_load_the_pandas_layer(
             assert len(layers) == 1
 
 
-def test_pandas_layer_defaults_to_the_pinned_release_where_its_version_is_known() -> None:
-    config = PipelineConfig(tenant="acme", environment="dev", region="af-south-1")
-    assert spec.pandas_layer_arn(config) == (
-        "arn:aws:lambda:af-south-1:336392948345:layer:AWSSDKPandas-Python313:11"
-    )
-    assert spec.function_layers("processor", config)[1] == spec.pandas_layer_arn(config)
-
-
-def test_pandas_layer_must_be_given_in_a_region_without_a_known_version() -> None:
+def test_pandas_layer_defaults_to_aws_published_arn_of_the_pinned_release() -> None:
     config = PipelineConfig(tenant="acme", environment="dev", region="eu-central-2")
-    with pytest.raises(ValueError, match="set pandas_layer_arn"):
-        spec.function_layers("validator", config)
-    assert len(spec.function_layers("aggregator", config)) == 1
+    assert spec.pandas_layer_parameter(config) == (
+        "/aws/service/aws-sdk-pandas/3.16.1/eu-central-2/py3.13/x86_64/layer-arn"
+    )
+    deployment = deploy(config)
+    calls = [c for c in deployment.calls if c.token == SSM_PARAMETER_INVOKE]
+    assert {c.args["name"] for c in calls} == {spec.pandas_layer_parameter(config)}
+    for fn in spec.ARROW_FUNCTIONS:
+        assert _function(deployment, config, fn).inputs["layers"][1] == (
+            f"arn:aws:lambda:eu-central-2:336392948345:layer:{PANDAS_LAYER_NAME}:42"
+        )
+    assert len(_function(deployment, config, "aggregator").inputs["layers"]) == 1
+
+
+def test_an_explicit_pandas_layer_is_used_without_looking_it_up(
+    deployment: Deployment, config: PipelineConfig
+) -> None:
+    assert config.pandas_layer_arn is not None
+    assert not [c for c in deployment.calls if c.token == SSM_PARAMETER_INVOKE]
 
 
 # --- code ----------------------------------------------------------------------------------------
