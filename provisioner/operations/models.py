@@ -70,7 +70,7 @@ class OperationRow(Base):
     tenant: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(12))
     kind: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24))  # AWAITING_APPROVAL is 17
     # The full PipelineConfig the engine receives (JSON), fixed when the request was accepted.
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     recover: Mapped[bool] = mapped_column(Boolean, default=False)
