@@ -32,6 +32,8 @@ from provisioner.operations.runner import OperationRunner
 from provisioner.schedules.scheduler import Clock, Scheduler
 from provisioner.state import AppState
 from provisioner.tenants import endpoints as tenant_endpoints
+from provisioner.webhooks import endpoints as webhook_endpoints
+from provisioner.webhooks.dispatcher import WebhookDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +54,8 @@ def create_app(
     redactor.register(settings.secret_values())
     reference = engine_reference or reference_of(settings.engine)
     database = Database(settings.resolved_database_url)
+    # Built now: a malformed PROVISIONER_WEBHOOK_ALLOWED_HOSTS stops the app before it starts.
+    dispatcher = WebhookDispatcher(settings, database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +83,7 @@ def create_app(
         engine_name = load_engine(reference).name
         scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
         await scheduler.start()
+        await dispatcher.start()
         app.state.services = AppState(
             settings=settings,
             database=database,
@@ -95,6 +100,7 @@ def create_app(
         finally:
             await scheduler.stop()
             await runner.stop()
+            await dispatcher.stop()
             await asyncio.to_thread(host.stop)
             database.dispose()
             log.info("service.stopped")
@@ -121,6 +127,7 @@ def create_app(
         auth_endpoints.router,
         audit_endpoints.router,
         tenant_endpoints.router,
+        webhook_endpoints.router,
         local_api.router,
     ):
         app.include_router(router)

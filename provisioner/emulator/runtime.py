@@ -19,16 +19,11 @@ from typing import Final
 
 import structlog
 
+from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.event_source import IngestPoller, lambda_invoker
-from provisioner.emulator.lambda_dispatch import (
-    DEFAULT_ACCOUNT_ID,
-    TIMEOUT_ERROR,
-    InvocationResult,
-    LambdaDispatcher,
-    LocalFunction,
-    pipeline_functions,
-)
+from provisioner.emulator.lambda_dispatch import InvocationResult, LambdaDispatcher
+from provisioner.emulator.lambda_runtime import TIMEOUT_ERROR, LocalFunction, pipeline_functions
 from stacks import spec
 from stacks.config import PipelineConfig
 
@@ -69,13 +64,13 @@ class EnvironmentRuntime:
         self._endpoint_url = endpoint_url
         self._dispatcher = dispatcher
         self._workers = workers
-        self._functions = pipeline_functions(config, account_id=DEFAULT_ACCOUNT_ID)
+        self._functions = pipeline_functions(config, account_id=MOTO_ACCOUNT_ID)
         self._pool = self._new_pool()
         self._pool_lock = threading.Lock()
-        names = spec.names(config, DEFAULT_ACCOUNT_ID)
+        names = spec.names(config, MOTO_ACCOUNT_ID)
         clients = AwsClients.for_endpoint(endpoint_url, region=config.region)
         queue_url = clients.sqs.get_queue_url(QueueName=names.ingest_queue)["QueueUrl"]
-        queue_arn = f"arn:aws:sqs:{config.region}:{DEFAULT_ACCOUNT_ID}:{names.ingest_queue}"
+        queue_arn = spec.pipeline_arns(config, MOTO_ACCOUNT_ID).ingest_queue
         self._poller = IngestPoller(
             clients.sqs,
             queue_url,

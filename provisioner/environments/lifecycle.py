@@ -18,6 +18,7 @@ from provisioner.environments.models import EnvironmentState
 from provisioner.environments.repository import EnvironmentRepository
 from provisioner.operations.models import ACTIVE_OPERATION_STATES, OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
+from provisioner.webhooks.service import enqueue_operation_finished
 
 
 class Outputs(StrEnum):
@@ -118,6 +119,8 @@ def settle(
             data={"state": final_state, "changes": dict(changes or {})},
         ),
     )
+    # The webhook outbox too: the event is delivered if and only if the state committed.
+    enqueue_operation_finished(session, operation)
     environment = EnvironmentRepository(session).get_by_id(operation.environment_id)
     if environment is None:
         return True

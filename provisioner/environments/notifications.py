@@ -1,7 +1,7 @@
 """Events of environments and operations for webhook subscribers (docs/architecture.md §8).
 
-`publish` writes them in the caller's transaction, so that an event and the change it reports
-commit together or not at all.
+`publish` writes them to the webhooks' outbox in the caller's transaction, so that an event and
+the change it reports commit together or not at all.
 """
 
 from __future__ import annotations
@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
 from sqlalchemy.orm import Session
 
-log = structlog.get_logger(__name__)
+from provisioner.webhooks.service import enqueue_event
 
 
 def publish(session: Session, event_type: str, tenant: str, data: Mapping[str, Any]) -> None:
-    log.info("notifications.published", type=event_type, tenant=tenant)
+    enqueue_event(session, event_type, tenant, data)
