@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         default=None,
         description="Bootstrap admin API key; if unset one is generated into data_dir (0600)",
     )
+    # Request bodies larger than this are refused (413) while they stream in, before auth.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     max_concurrent_operations: int = Field(default=2, ge=1, le=64)
     operation_timeout_s: float = Field(default=3600, gt=0)
     # After a cancel or timeout, how long a running operation may take to stop gracefully

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,11 @@ from stacks.config import (
 
 # Bounded so that `now + ttl` stays far inside every datetime range (a year).
 MAX_TTL_MINUTES = 525_600
+
+
+def _anchored(pattern: re.Pattern[str]) -> str:
+    """A full-match pattern as JSON Schema writes it (ECMA `$` allows no trailing newline)."""
+    return f"^(?:{pattern.pattern})$"
 
 
 class ExpiryFields(BaseModel):
@@ -57,17 +63,17 @@ class EnvironmentCreate(ExpiryFields):
     tenant: str = Field(
         description="Tenant id: [a-z][a-z0-9]{0,19}",
         examples=["acme"],
-        json_schema_extra={"pattern": TENANT_PATTERN.pattern},
+        json_schema_extra={"pattern": _anchored(TENANT_PATTERN)},
     )
     name: str = Field(
         description="Environment name: [a-z][a-z0-9-]{0,11}, not ending in '-'",
         examples=["dev"],
-        json_schema_extra={"pattern": ENVIRONMENT_PATTERN.pattern},
+        json_schema_extra={"pattern": _anchored(ENVIRONMENT_PATTERN)},
     )
     region: str = Field(
         default="us-east-1",
         examples=["us-east-1"],
-        json_schema_extra={"pattern": REGION_PATTERN.pattern},
+        json_schema_extra={"pattern": _anchored(REGION_PATTERN)},
     )
     config: PipelineSettings = Field(default_factory=PipelineSettings)
     tags: dict[str, str] = Field(default_factory=dict)
