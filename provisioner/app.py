@@ -33,7 +33,9 @@ from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
+from provisioner.schedules.scheduler import Clock, Scheduler
 from provisioner.state import AppState
+from provisioner.tenants import endpoints as tenant_endpoints
 from provisioner.webhooks import endpoints as webhook_endpoints
 from provisioner.webhooks.dispatcher import WebhookDispatcher
 
@@ -47,8 +49,10 @@ def create_app(
     *,
     engine_reference: str | None = None,
     host_factory: HostFactory | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
-    """Build the app. `engine_reference`/`host_factory` let tests run their own engine."""
+    """Build the app. `engine_reference`/`host_factory` let tests run their own engine, and
+    `clock` tells the scheduler the time."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
@@ -84,6 +88,9 @@ def create_app(
         metrics = Metrics(database)
         runner = OperationRunner(settings, database, reference, host, metrics, notifier)
         await runner.start()
+        engine_name = load_engine(reference).name
+        scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
+        await scheduler.start()
         await dispatcher.start()
         recorder = asyncio.create_task(
             keep_record(settings.data_dir, settings.heartbeat_interval_s), name="child-record"
@@ -91,16 +98,18 @@ def create_app(
         app.state.services = AppState(
             settings=settings,
             database=database,
-            engine_name=load_engine(reference).name,
+            engine_name=engine_name,
             host=host,
             runner=runner,
             metrics=metrics,
             notifier=notifier,
+            scheduler=scheduler,
         )
         log.info("service.started", engine=settings.engine, url=settings.public_url)
         try:
             yield
         finally:
+            await scheduler.stop()
             await runner.stop()
             await dispatcher.stop()
             await asyncio.to_thread(host.stop)
@@ -136,6 +145,7 @@ def create_app(
         operation_endpoints.router,
         auth_endpoints.router,
         audit_endpoints.router,
+        tenant_endpoints.router,
         webhook_endpoints.router,
         local_api.router,
     ):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # Where this service serves local environments' status APIs (the local engine's `apiEndpoint`).
 LOCAL_API_PREFIX: Final = "/local"
@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     heartbeat_interval_s: float = Field(default=2.0, gt=0)
     heartbeat_timeout_s: float = Field(default=15.0, gt=0)
     log_level: str = "INFO"
+
+    # --- scheduled actions (docs/architecture.md §8) ---
+    # Lead times before an environment's expiry at which `environment.expiring` goes out.
+    expiry_warnings_minutes: Annotated[tuple[int, ...], NoDecode] = (1440, 60)
+    # An operation awaiting approval longer than this is cancelled.
+    approval_ttl_minutes: int = Field(default=1440, ge=1, le=525_600)
+    # How often each replica's scheduler looks for due work.
+    schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
     log_json: bool = False
 
     # --- pulumi engine ---
@@ -82,6 +90,19 @@ class Settings(BaseSettings):
     webhook_retry_max_s: float = Field(default=300.0, gt=0, le=3600)
     webhook_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
     webhook_max_in_flight: int = Field(default=8, ge=1, le=256)
+
+    @field_validator("expiry_warnings_minutes", mode="before")
+    @classmethod
+    def _lead_times(cls, value: object) -> object:
+        # "1440,60" in the environment; the largest lead first, each once.
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if isinstance(value, list | tuple):
+            leads = sorted({int(part) for part in value}, reverse=True)
+            if any(lead <= 0 for lead in leads):
+                raise ValueError("lead times must be positive minutes")
+            return tuple(leads)
+        return value
 
     @cached_property
     def resolved_database_url(self) -> str:

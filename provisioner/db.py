@@ -143,5 +143,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _import_models() -> None:
     # Tables register on `Base` when their module is imported; the schema needs all of them,
     # whichever domains this process happened to import so far.
-    for domain in ("environments", "operations", "auth", "audit", "webhooks"):
+    for domain in ("environments", "operations", "auth", "audit", "tenants", "webhooks"):
         importlib.import_module(f"provisioner.{domain}.models")

@@ -49,6 +49,12 @@ class PermissionDeniedError(ProvisionerError):
     code = "forbidden"
 
 
+class QuotaExceededError(PermissionDeniedError):
+    """The request would take the tenant past its quota; `detail` says which limit."""
+
+    code = "quota_exceeded"
+
+
 class InvalidRequestError(ProvisionerError):
     status_code = 422
     code = "invalid_request"

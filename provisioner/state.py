@@ -10,6 +10,7 @@ from provisioner.engines.base import EngineHost
 from provisioner.metrics import Metrics
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
+from provisioner.schedules.scheduler import Scheduler
 
 
 @dataclass(frozen=True)
@@ -21,3 +22,4 @@ class AppState:
     runner: OperationRunner
     metrics: Metrics
     notifier: OperationNotifier
+    scheduler: Scheduler

@@ -292,6 +292,29 @@ def env_update(
     _finish(state, operation, wait=wait, as_json=as_json)
 
 
+@env_app.command("extend")
+@handled
+def env_extend(
+    ctx: typer.Context,
+    tenant: Tenant,
+    name: Name,
+    ttl_minutes: Annotated[
+        int | None, typer.Option("--ttl-minutes", help="Expire this many minutes from now.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Expire at this ISO 8601 time (with offset).")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Move an environment's expiry (no operation: the service destroys it when it expires)."""
+    if (ttl_minutes is None) == (until is None):
+        raise CliError("pass exactly one of --ttl-minutes N or --until ISO", EXIT_USAGE)
+    state = _state(ctx)
+    body = {"ttlMinutes": ttl_minutes} if ttl_minutes is not None else {"expiresAt": until}
+    environment = state.api.call("PATCH", _env_path(tenant, name), json=body)
+    state.show(environment, as_json, render.environment_detail)
+
+
 @env_app.command("delete")
 @handled
 def env_delete(

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from provisioner.audit.middleware import audit_target
 from provisioner.auth.service import Principal
@@ -129,8 +130,14 @@ def get_environment(
     "/{tenant}/{name}",
     status_code=202,
     response_model=OperationPublic,
-    responses=error_responses(400, 404, 409, 422),
-    summary="Change an environment's configuration or tags",
+    responses={
+        **error_responses(400, 403, 404, 409, 422),
+        200: {
+            "model": EnvironmentPublic,
+            "description": "Only metadata changed (expiresAt, ttlMinutes, protected): no operation",
+        },
+    },
+    summary="Change an environment's configuration or tags (202), or only its metadata (200)",
 )
 def update_environment(
     tenant: str,
@@ -141,8 +148,17 @@ def update_environment(
     principal: PrincipalDep,
     service: EnvironmentServiceDep,
     runner: RunnerDep,
+    services: AppStateDep,
     idempotency_key: IdempotencyKey = None,
-) -> OperationPublic:
+) -> OperationPublic | JSONResponse:
+    if not body.changes_infrastructure:
+        audit_target(request, tenant, f"{tenant}/{name}")
+        row = service.get_visible(principal, tenant, name)
+        service.update_metadata(principal, row, body)
+        last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
+        public = environment_public(row, last, services.host.environment_extras())
+        service.session.commit()
+        return JSONResponse(public.model_dump(mode="json", by_alias=True), status_code=200)
     return _start_operation(
         request,
         response,

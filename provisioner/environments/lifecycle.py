@@ -127,6 +127,10 @@ def settle(
     environment = EnvironmentRepository(session).get_by_id(operation.environment_id)
     if environment is None:
         return True
+    if operation.approval_required and operation.approved_by is None:
+        # Only its preview ran (or nothing): the environment is as it was.
+        environment.updated_at = utcnow()
+        return True
     kind = OperationKind(operation.kind)
     transition = LIFECYCLE[kind]
     if final_state == OperationState.SUCCEEDED:

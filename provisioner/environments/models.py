@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioner.db import Base, UtcDateTime, utcnow
@@ -37,5 +37,13 @@ class EnvironmentRow(Base):
     outputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     last_operation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Expiry (docs/architecture.md §8): when the service destroys the environment by itself,
+    # the warning lead times (minutes) already sent for this expiry, and when the scheduler
+    # queued the destroy (set once, by compare-and-set: replicas never destroy twice).
+    expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
+    expiry_warnings_sent: Mapped[list[int]] = mapped_column(JSON, default=list)
+    expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # Updates and destroys wait for another admin's approval of their preview.
+    protected: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
 from provisioner.operations.models import OperationRow
@@ -20,15 +20,45 @@ from stacks.config import (
     PipelineSettings,
 )
 
+# Bounded so that `now + ttl` stays far inside every datetime range (a year).
+MAX_TTL_MINUTES = 525_600
+
 
 def _anchored(pattern: re.Pattern[str]) -> str:
     """A full-match pattern as JSON Schema writes it (ECMA `$` allows no trailing newline)."""
     return f"^(?:{pattern.pattern})$"
 
 
-class EnvironmentCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ExpiryFields(BaseModel):
+    """`expiresAt` or `ttlMinutes` (docs/architecture.md §8): one of them, or neither."""
 
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        alias="expiresAt",
+        description="When the service destroys the environment (ISO 8601 with an offset)",
+    )
+    ttl_minutes: int | None = Field(
+        default=None,
+        alias="ttlMinutes",
+        ge=1,
+        le=MAX_TTL_MINUTES,
+        description="Destroy the environment this many minutes after the request",
+    )
+    protected: bool | None = Field(
+        default=None,
+        description="Updates and destroys wait for another admin's approval (admin keys only)",
+    )
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> ExpiryFields:
+        if self.expires_at is not None and self.ttl_minutes is not None:
+            raise ValueError("give expiresAt or ttlMinutes, not both")
+        return self
+
+
+class EnvironmentCreate(ExpiryFields):
     # Patterns are documented here and enforced by PipelineConfig, whose errors say why.
     tenant: str = Field(
         description="Tenant id: [a-z][a-z0-9]{0,19}",
@@ -49,15 +79,29 @@ class EnvironmentCreate(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
 
 
-class EnvironmentUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+# What a PATCH may change without an operation: it answers 200 with the environment.
+METADATA_FIELDS = frozenset({"expires_at", "ttl_minutes", "protected"})
 
+
+class EnvironmentUpdate(ExpiryFields):
     config: dict[str, Any] | None = Field(
         default=None,
         description="Fields of `config` to change (same names as in EnvironmentPublic.config)",
         examples=[{"max_bad_row_ratio": 0.05}],
     )
     tags: dict[str, str] | None = Field(default=None, description="Replaces the caller tags")
+
+    @property
+    def changes_infrastructure(self) -> bool:
+        """Whether this PATCH needs an update operation: config or tags given, or nothing at all
+        (an empty PATCH re-applies the configuration, as it always did)."""
+        fields = self.model_fields_set
+        return not fields or bool(fields - METADATA_FIELDS)
+
+    @property
+    def changes_expiry(self) -> bool:
+        """`expiresAt` or `ttlMinutes` given (null clears the expiry)."""
+        return bool(self.model_fields_set & {"expires_at", "ttl_minutes"})
 
 
 class EnvironmentPublic(ApiModel):
@@ -74,6 +118,8 @@ class EnvironmentPublic(ApiModel):
     aws_endpoint_url: str | None = Field(
         default=None, description="Local engine only: the AWS emulator's endpoint URL"
     )
+    expires_at: datetime | None = None
+    protected: bool = False
     created_at: datetime
     updated_at: datetime
 
@@ -93,6 +139,8 @@ def environment_public(
         failure_reason=row.failure_reason,
         last_operation=operation_public(last_operation) if last_operation else None,
         aws_endpoint_url=extras.get("awsEndpointUrl") if row.engine == "local" else None,
+        expires_at=row.expires_at,
+        protected=bool(row.protected),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

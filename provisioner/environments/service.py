@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,7 +23,7 @@ from provisioner.engines.base import EngineEvent, EventType, OperationKind
 from provisioner.environments.lifecycle import LIFECYCLE, settle
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
 from provisioner.environments.repository import EnvironmentRepository
-from provisioner.environments.schemas import EnvironmentCreate, EnvironmentUpdate
+from provisioner.environments.schemas import EnvironmentCreate, EnvironmentUpdate, ExpiryFields
 from provisioner.errors import (
     ConflictError,
     NotFoundError,
@@ -31,6 +32,7 @@ from provisioner.errors import (
 )
 from provisioner.operations.models import OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
+from provisioner.tenants.service import TenantService
 from stacks.config import PipelineConfig, PipelineSettings
 
 _FIELD_LOCATION = {"environment": "name", "tenant": "tenant", "region": "region", "tags": "tags"}
@@ -52,6 +54,14 @@ def environment_config(row: EnvironmentRow) -> PipelineConfig:
     return PipelineConfig(
         tenant=row.tenant, environment=row.name, region=row.region, tags=row.tags, **row.config
     )
+
+
+def environment_fingerprint(row: EnvironmentRow) -> str:
+    """What an approval's preview was computed from: refused once this changes."""
+    canonical = json.dumps(
+        [row.config, row.tags, row.region, row.state], sort_keys=True, separators=(",", ":")
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def request_fingerprint(method: str, path: str, body: Mapping[str, Any] | None) -> str:
@@ -149,7 +159,14 @@ class EnvironmentService:
             raise _field_errors(error) from None
         if not principal.can_see(config.tenant):
             raise PermissionDeniedError(f"this API key may only act on tenant {principal.tenant!r}")
+        _require_admin_for_protected(principal, body)
         row = self.environments.get(config.tenant, config.environment)
+        TenantService(self.session).check(
+            config.tenant,
+            new_environment=row is None or row.state == EnvironmentState.DESTROYED,
+            region=config.region,
+            memory_mb=config.memory_mb,
+        )
         if row is None:
             row = EnvironmentRow(
                 id=str(uuid.uuid4()),
@@ -161,9 +178,12 @@ class EnvironmentService:
                 config=config.settings().model_dump(mode="json"),
                 tags=dict(config.tags),
                 outputs={},
+                expiry_warnings_sent=[],
+                protected=bool(body.protected),
                 created_at=utcnow(),
                 updated_at=utcnow(),
             )
+            set_expiry(row, body, utcnow())
             state_before: EnvironmentState | None = None
             try:
                 with self.session.begin_nested():
@@ -182,6 +202,10 @@ class EnvironmentService:
             row.config = config.settings().model_dump(mode="json")
             row.tags = dict(config.tags)
             row.engine = self.engine
+            # A re-created environment expires as this request says, not as the old one did.
+            set_expiry(row, body, utcnow())
+            if body.protected is not None:
+                row.protected = body.protected
         return self.enqueue(
             principal,
             row,
@@ -200,6 +224,7 @@ class EnvironmentService:
         fingerprint: str,
     ) -> OperationRow:
         row = self.get_visible(principal, tenant, name)
+        self.update_metadata(principal, row, body)
         merged = {**row.config, **(body.config or {})}
         try:
             settings = PipelineSettings.model_validate(merged)
@@ -216,11 +241,16 @@ class EnvironmentService:
             )
         except ValidationError as error:
             raise _field_errors(error) from None
+        TenantService(self.session).check(
+            row.tenant, new_environment=False, region=row.region, memory_mb=settings.memory_mb
+        )
         self._refuse_if_active(row)
         self._require_state(row, OperationKind.UPDATE)
         state_before = EnvironmentState(row.state)
-        row.config = settings.model_dump(mode="json")
-        row.tags = dict(tags)
+        if not row.protected:
+            # A protected environment takes the new configuration once the update is approved.
+            row.config = settings.model_dump(mode="json")
+            row.tags = dict(tags)
         return self.enqueue(
             principal,
             row,
@@ -228,6 +258,18 @@ class EnvironmentService:
                 OperationKind.UPDATE, config, state_before, fingerprint, idempotency_key
             ),
         )
+
+    def update_metadata(
+        self, principal: Principal, row: EnvironmentRow, body: EnvironmentUpdate
+    ) -> None:
+        """What a PATCH changes without an operation: expiry, protection."""
+        _require_admin_for_protected(principal, body)
+        if body.changes_expiry:
+            set_expiry(row, body, utcnow())
+        if body.protected is not None:
+            row.protected = body.protected
+        row.updated_at = utcnow()
+        self.session.flush()
 
     def run(
         self,
@@ -251,13 +293,14 @@ class EnvironmentService:
         row = self.get_operation(principal, operation_id)
         # Only from QUEUED: a runner may claim the operation between the read and this write,
         # and then it must be stopped like a running one, not declared never started.
-        settled = row.state == OperationState.QUEUED and settle(
+        waiting = (OperationState.QUEUED, OperationState.AWAITING_APPROVAL)
+        settled = row.state in waiting and settle(
             self.session,
             row,
             OperationState.CANCELLED,
             error_code="cancelled",
             error="cancelled before it started",
-            from_states=(OperationState.QUEUED,),
+            from_states=waiting,
         )
         if not settled:
             self.session.refresh(row)
@@ -277,6 +320,7 @@ class EnvironmentService:
         """
         kind, config, state_before = order.kind, order.config, order.state_before
         idempotency_key, fingerprint = order.idempotency_key, order.fingerprint
+        needs_approval = environment.protected and kind in APPROVED_KINDS
         operation = OperationRow(
             id=str(uuid.uuid4()),
             environment_id=environment.id,
@@ -297,6 +341,8 @@ class EnvironmentService:
             progress_done=0,
             progress_total=0,
             cancel_requested=False,
+            approval_required=needs_approval,
+            preview_fingerprint=environment_fingerprint(environment) if needs_approval else None,
             timeout_s=self.settings.operation_timeout_s,
             created_at=utcnow(),
         )
@@ -306,7 +352,8 @@ class EnvironmentService:
         except IntegrityError:
             raise self._conflict(environment.tenant, environment.name) from None
         during = LIFECYCLE[kind].during
-        if during is not None:
+        # An operation awaiting approval leaves the environment as it is until approved.
+        if during is not None and not needs_approval:
             environment.state = during
             environment.failure_reason = None
         environment.last_operation_id = operation.id
@@ -331,6 +378,39 @@ class EnvironmentService:
         if active is not None:
             return _active_conflict(tenant, name, active)
         return ConflictError(f"environment {tenant}/{name} already exists")
+
+
+# The operations that wait for an approval on a protected environment.
+APPROVED_KINDS = frozenset({OperationKind.UPDATE, OperationKind.DESTROY})
+
+
+def set_expiry(row: EnvironmentRow, body: ExpiryFields, now: datetime) -> None:
+    """`expiresAt` / `ttlMinutes` (counted from `now`, the request), or neither: no expiry.
+
+    A new expiry gets its warnings afresh."""
+    expires_at: datetime | None = None
+    if body.ttl_minutes is not None:
+        expires_at = now + timedelta(minutes=body.ttl_minutes)
+    elif body.expires_at is not None:
+        if body.expires_at <= now:
+            raise ValidationFailed(
+                [
+                    {
+                        "loc": ["body", "expiresAt"],
+                        "msg": "must be in the future",
+                        "type": "value_error",
+                    }
+                ]
+            )
+        expires_at = body.expires_at
+    row.expires_at = expires_at
+    row.expiry_warnings_sent = []
+    row.expired_at = None
+
+
+def _require_admin_for_protected(principal: Principal, body: ExpiryFields) -> None:
+    if body.protected is not None and not principal.is_admin:
+        raise PermissionDeniedError("only admin API keys may set 'protected'")
 
 
 def _active_conflict(tenant: str, name: str, active: OperationRow) -> ConflictError:
@@ -381,7 +461,7 @@ def recreate_ephemeral_environments(
                 OperationState.CANCELLED,
                 error_code="cancelled",
                 error="the service restarted and re-creates this environment; request it again",
-                from_states=(OperationState.QUEUED,),
+                from_states=(OperationState.QUEUED, OperationState.AWAITING_APPROVAL),
             )
         order = OperationOrder(
             OperationKind.CREATE,

@@ -23,10 +23,12 @@ from provisioner.deps import (
     PrincipalDep,
     RunnerDep,
 )
+from provisioner.environments.approvals import ApprovalService
 from provisioner.environments.service import EnvironmentService
 from provisioner.errors import error_responses
 from provisioner.operations.models import FINAL_OPERATION_STATES, OperationEventRow, OperationState
 from provisioner.operations.repository import OperationRepository
+from provisioner.operations.runner import OperationRunner
 from provisioner.operations.schemas import OperationPublic, event_public, operation_public
 from provisioner.schemas import Page
 from provisioner.state import AppState
@@ -83,6 +85,58 @@ def cancel_operation(
     runner.request_cancel(operation_id)
     runner.wake()
     return operation_public(operation)
+
+
+def _decide(
+    operation_id: str,
+    request: Request,
+    principal: Principal,
+    service: EnvironmentService,
+    runner: OperationRunner,
+    approve: bool,
+) -> OperationPublic:
+    approvals = ApprovalService(service.session)
+    if approve:
+        operation = approvals.approve(principal, operation_id)
+    else:
+        operation = approvals.reject(principal, operation_id)
+    audit_target(request, operation.tenant, operation.id)
+    service.session.commit()
+    runner.wake()
+    return operation_public(operation)
+
+
+@router.post(
+    "/{operation_id}/approve",
+    status_code=202,
+    response_model=OperationPublic,
+    responses=error_responses(403, 404, 409),
+    summary="Approve an operation awaiting approval (an admin key other than the requester's)",
+)
+def approve_operation(
+    operation_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+) -> OperationPublic:
+    return _decide(operation_id, request, principal, service, runner, approve=True)
+
+
+@router.post(
+    "/{operation_id}/reject",
+    response_model=OperationPublic,
+    responses=error_responses(403, 404, 409),
+    summary="Reject an operation awaiting approval: it is cancelled",
+)
+def reject_operation(
+    operation_id: str,
+    request: Request,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    runner: RunnerDep,
+) -> OperationPublic:
+    return _decide(operation_id, request, principal, service, runner, approve=False)
 
 
 @router.get(

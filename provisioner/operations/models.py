@@ -31,9 +31,16 @@ class OperationState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
     INTERRUPTED = "INTERRUPTED"
+    # An update or destroy of a protected environment whose preview waits for an admin.
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
 
 
-ACTIVE_OPERATION_STATES = (OperationState.QUEUED, OperationState.RUNNING)
+# An operation awaiting approval holds its environment like a queued one (one active each).
+ACTIVE_OPERATION_STATES = (
+    OperationState.QUEUED,
+    OperationState.RUNNING,
+    OperationState.AWAITING_APPROVAL,
+)
 FINAL_OPERATION_STATES = (
     OperationState.SUCCEEDED,
     OperationState.FAILED,
@@ -51,8 +58,8 @@ class OperationRow(Base):
             "uq_operation_active_per_environment",
             "environment_id",
             unique=True,
-            sqlite_where=text("state IN ('QUEUED', 'RUNNING')"),
-            postgresql_where=text("state IN ('QUEUED', 'RUNNING')"),
+            sqlite_where=text("state IN ('QUEUED', 'RUNNING', 'AWAITING_APPROVAL')"),
+            postgresql_where=text("state IN ('QUEUED', 'RUNNING', 'AWAITING_APPROVAL')"),
         ),
         Index("ix_operation_state_created", "state", "created_at"),
         UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_operation_idempotency"),
@@ -63,7 +70,7 @@ class OperationRow(Base):
     tenant: Mapped[str] = mapped_column(String(20))
     name: Mapped[str] = mapped_column(String(12))
     kind: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(24))  # AWAITING_APPROVAL is 17
     # The full PipelineConfig the engine receives (JSON), fixed when the request was accepted.
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     recover: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -82,6 +89,15 @@ class OperationRow(Base):
     runner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     timeout_s: Mapped[float] = mapped_column(Float)
+    # Approvals (docs/architecture.md §8). `approval_required`: the first run is the engine's
+    # preview, which ends AWAITING_APPROVAL with `preview` attached; `approved_by` set means
+    # the next run is the real one. `preview_fingerprint` is what the environment looked like
+    # when the preview was requested: approval is refused once it differs.
+    approval_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    preview: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    preview_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    awaiting_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

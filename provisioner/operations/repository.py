@@ -99,6 +99,14 @@ class OperationRepository:
             .limit(limit)
         ).all()
 
+    def awaiting_since_before(self, cutoff: datetime) -> Sequence[OperationRow]:
+        return self.session.scalars(
+            select(OperationRow).where(
+                OperationRow.state == OperationState.AWAITING_APPROVAL,
+                OperationRow.awaiting_since < cutoff,
+            )
+        ).all()
+
     def transition(
         self,
         operation_id: str,

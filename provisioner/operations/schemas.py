@@ -39,6 +39,11 @@ class OperationPublic(ApiModel):
     changes: dict[str, int] = Field(
         default_factory=dict, description="Change counts (preview plan, refresh drift, up summary)"
     )
+    preview: dict[str, Any] | None = Field(
+        default=None,
+        description='Protected environments: {"changes": {step: count}, "steps": [...]}',
+    )
+    approved_by: str | None = None
 
 
 class OperationEventPublic(ApiModel):
@@ -75,6 +80,8 @@ def operation_public(row: OperationRow) -> OperationPublic:
         cancel_requested=row.cancel_requested,
         requested_by=row.requested_by,
         changes=dict((row.result or {}).get("changes") or {}),
+        preview=row.preview,
+        approved_by=row.approved_by,
     )
 
 

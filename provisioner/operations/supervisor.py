@@ -23,6 +23,7 @@ from provisioner.engines.base import (
     OperationKind,
     OperationRequest,
 )
+from provisioner.environments.approvals import hold_for_approval, is_preview_run
 from provisioner.environments.lifecycle import settle
 from provisioner.operations.models import OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
@@ -46,9 +47,12 @@ class Supervisor(threading.Thread):
         self.settings = runner.settings
         self.operation_id = operation.id
         self.kind = OperationKind(operation.kind)
+        # A protected environment's update or destroy first runs as a preview, then waits for
+        # its approval (provisioner.environments.approvals).
+        self.preview_run = is_preview_run(operation)
         self.request = OperationRequest(
             operation_id=operation.id,
-            kind=self.kind,
+            kind=OperationKind.PREVIEW if self.preview_run else self.kind,
             config=PipelineConfig.model_validate(operation.request),
             recover=operation.recover,
         )
@@ -57,6 +61,7 @@ class Supervisor(threading.Thread):
         self._interrupt_reason: str | None = None
         self._done = 0
         self._total = 0
+        self._steps: list[dict[str, str | None]] = []
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -85,8 +90,8 @@ class Supervisor(threading.Thread):
         self._record(
             EngineEvent(
                 EventType.STARTED,
-                f"{self.kind} of {self.request.config.tenant}/{self.request.config.environment} "
-                f"started",
+                f"{'preview of the ' if self.preview_run else ''}{self.kind} of "
+                f"{self.request.config.tenant}/{self.request.config.environment} started",
                 data={"runner": runner.runner_id, "recover": self.request.recover},
             )
         )
@@ -185,6 +190,14 @@ class Supervisor(threading.Thread):
                 severity=payload.get("severity"),
                 data=payload.get("data") or {},
             )
+            if event.type == EventType.RESOURCE_FINISHED and event.resource:
+                self._steps.append(
+                    {
+                        "resource": event.resource,
+                        "type": event.resource_type,
+                        "step": event.step or "same",
+                    }
+                )
             if event.type in _PROGRESS_TYPES:
                 self._done += 1
                 self._total = max(self._total, self._done)
@@ -253,6 +266,11 @@ class Supervisor(threading.Thread):
             if operation is None:
                 return
             started_at = operation.started_at
+            if self.preview_run and state == OperationState.SUCCEEDED:
+                if hold_for_approval(session, operation, changes or {}, self._steps):
+                    log.info("runner.operation_awaiting_approval")
+                    runner.notifier.notify(self.operation_id)
+                return
             if not settle(
                 session,
                 operation,

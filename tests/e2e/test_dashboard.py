@@ -360,6 +360,27 @@ def _first_events(service: Service, operation_id: str, count: int) -> str:
 # --- the files view ---
 
 
+def test_extend_sets_an_expiry_shown_as_expires_in(page: Page, scripted: Service) -> None:
+    created = scripted.client.post("/environments", json={"tenant": "acme", "name": "tmp"})
+    assert created.status_code == 202, created.text
+    last = created.json()["id"]
+    sign_in(page, scripted.url)
+    open_environment(page, "acme", "tmp")
+    expect(page.locator("#expiry")).to_have_count(0)
+    page.get_by_role("button", name="Extend…").click()
+    page.get_by_label("Expire in (minutes from now)").fill("90")
+    page.get_by_role("button", name="Set expiry").click()
+    expect(page.locator("#expiry")).to_contain_text("expires in")
+    shown = scripted.client.get("/environments/acme/tmp").json()
+    assert shown["expiresAt"] is not None
+    assert shown["lastOperation"]["id"] == last  # no operation for a new expiry
+    page.get_by_role("button", name="Extend…").click()
+    page.get_by_label("Expire in (minutes from now)").fill("0")
+    page.get_by_role("button", name="Set expiry").click()
+    # The browser refuses it before the API would (422): the form stays, marked invalid.
+    expect(page.locator("#extend-minutes:invalid")).to_have_count(1)
+
+
 def test_files_view_of_an_unknown_environment(page: Page, scripted: Service) -> None:
     sign_in(page, scripted.url)
     page.goto(scripted.url + "/#/environments/acme/nowhere/files")

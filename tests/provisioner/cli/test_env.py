@@ -201,3 +201,29 @@ def test_refresh_and_preview(cli: Cli, service: TestClient, command: str, summar
     refused = cli("env", command, "acme", "dev")
     assert refused.code == 1
     assert refused.error_line().startswith("error: conflict: ")
+
+
+def test_extend_moves_the_expiry_without_an_operation(cli: Cli, service: TestClient) -> None:
+    _ready(service)
+    before = service.get("/environments/acme/dev", headers=auth()).json()["lastOperation"]["id"]
+    outcome = cli("env", "extend", "acme", "dev", "--until", "2099-01-01T00:00:00Z", "--json")
+    assert outcome.code == 0, outcome.err
+    assert json.loads(outcome.out)["expiresAt"] == "2099-01-01T00:00:00Z"
+    outcome = cli("env", "extend", "acme", "dev", "--ttl-minutes", "30")
+    assert outcome.code == 0, outcome.err
+    shown = service.get("/environments/acme/dev", headers=auth()).json()
+    assert shown["expiresAt"] is not None
+    assert shown["expiresAt"] < "2099"
+    assert shown["lastOperation"]["id"] == before
+
+
+def test_extend_needs_exactly_one_of_its_options(cli: Cli, service: TestClient) -> None:
+    _ready(service)
+    assert cli("env", "extend", "acme", "dev").code != 0
+    both = cli(
+        "env", "extend", "acme", "dev", "--ttl-minutes", "5", "--until", "2099-01-01T00:00:00Z"
+    )
+    assert both.code != 0
+    past = cli("env", "extend", "acme", "dev", "--until", "2001-01-01T00:00:00Z")
+    assert past.code != 0
+    assert "expiresAt" in past.err

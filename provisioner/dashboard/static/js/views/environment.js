@@ -3,6 +3,7 @@
 
 import { ACTIVE_STATES, api, path, request } from "../api.js";
 import {
+  ago,
   badge,
   breadcrumbs,
   changeSummary,
@@ -44,6 +45,7 @@ export function mount(main, ctx) {
   const actionNote = h("p", { class: "muted small", id: "action-note" });
   const panelSlot = h("div", { class: "panel-slot" });
   const editSlot = h("div", {});
+  const extendSlot = h("div", {});
   const outputs = h("section", { class: "card", "aria-labelledby": "outputs-heading" });
   const configSection = h("section", { class: "card", "aria-labelledby": "config-heading" });
   const tagsSection = h("section", { class: "card", "aria-labelledby": "tags-heading" });
@@ -72,6 +74,7 @@ export function mount(main, ctx) {
       failure,
       actions,
       actionNote,
+      extendSlot,
       editSlot,
       panelSlot,
       h("div", { class: "two-columns" }, outputs, h("div", { class: "stack" }, configSection, tagsSection)),
@@ -88,6 +91,10 @@ export function mount(main, ctx) {
       timeAgo(env.createdAt),
       " · updated ",
       timeAgo(env.updatedAt),
+      ...(env.expiresAt && env.state !== "DESTROYED"
+        ? [" · ", h("span", { id: "expiry" }, `expires ${ago(env.expiresAt)}`)]
+        : []),
+      ...(env.protected ? [" · protected: changes wait for an approval"] : []),
     );
     if (changed("failure", env.failureReason)) {
       replace(failure, env.failureReason ? h("p", { class: "notice notice-error", role: "alert" }, `Last change failed: ${env.failureReason}`) : null);
@@ -117,6 +124,7 @@ export function mount(main, ctx) {
       h("button", { type: "button", disabled, on: { click: () => run("refresh") }, "aria-describedby": "action-note" }, "Drift check"),
       h("button", { type: "button", disabled, on: { click: () => run("preview") }, "aria-describedby": "action-note" }, "Preview"),
       h("button", { type: "button", disabled, on: { click: toggleEdit }, "aria-expanded": String(Boolean(editSlot.firstChild)), "aria-describedby": "action-note", id: "edit-toggle" }, "Edit configuration"),
+      h("button", { type: "button", disabled: environment.state === "DESTROYED", on: { click: toggleExtend }, id: "extend-toggle" }, "Extend…"),
       h("a", { class: "button", href: environmentHref(tenant, name, "/files") }, "Files"),
       h("button", { type: "button", class: "danger", disabled, on: { click: openDestroy }, "aria-describedby": "action-note", id: "destroy-button" }, "Destroy…"),
     );
@@ -245,6 +253,42 @@ export function mount(main, ctx) {
     } catch (error) {
       if (error.name !== "AbortError") ctx.flash(`${verbs[kind]} refused: ${error.message}`, "error");
     }
+  }
+
+  // --- extend: a new expiry, counted from now (a metadata PATCH: no operation) ---
+
+  function toggleExtend() {
+    if (extendSlot.firstChild) {
+      replace(extendSlot);
+      return;
+    }
+    const minutes = h("input", { id: "extend-minutes", type: "number", min: "1", max: "525600", value: "60", required: true });
+    const error = h("p", { class: "notice notice-error", role: "alert", hidden: true });
+    async function submit(event) {
+      event.preventDefault();
+      try {
+        environment = await api.patch(envPath, { ttlMinutes: Number(minutes.value) }, { signal: ctx.signal });
+        replace(extendSlot);
+        ctx.flash(`${label} now expires ${ago(environment.expiresAt)}.`, "info");
+        render();
+      } catch (failure) {
+        if (failure.name === "AbortError") return;
+        error.hidden = false;
+        error.textContent = `Extend refused: ${failure.message}`;
+      }
+    }
+    replace(
+      extendSlot,
+      h(
+        "form",
+        { class: "card", on: { submit }, "aria-label": "Extend the expiry" },
+        h("label", { for: "extend-minutes" }, "Expire in (minutes from now)"),
+        minutes,
+        h("button", { type: "submit" }, "Set expiry"),
+        error,
+      ),
+    );
+    minutes.focus();
   }
 
   // --- edit ---

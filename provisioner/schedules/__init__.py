@@ -1,0 +1,1 @@
+"""Scheduled actions: expiry warnings and destroys, expiry of unapproved operations."""

@@ -1,0 +1,1 @@
+"""Tenants: per-tenant quotas and their usage (docs/architecture.md §8)."""
