@@ -30,6 +30,9 @@ from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
 from provisioner.state import AppState
+from provisioner.templates import endpoints as template_endpoints
+from provisioner.templates.service import ensure_default_template
+from provisioner.versions import service_code_version
 
 log = structlog.get_logger(__name__)
 
@@ -41,19 +44,23 @@ def create_app(
     *,
     engine_reference: str | None = None,
     host_factory: HostFactory | None = None,
+    code_version: str | None = None,
 ) -> FastAPI:
-    """Build the app. `engine_reference`/`host_factory` let tests run their own engine."""
+    """Build the app. `engine_reference`/`host_factory` let tests run their own engine, and
+    `code_version` stand in for the digest of this tree (provisioner.versions)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
     reference = engine_reference or reference_of(settings.engine)
     database = Database(settings.resolved_database_url)
+    service_version = code_version or service_code_version()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Private: it holds the registry, Pulumi state and the generated admin key.
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(database.create_schema)
+        await asyncio.to_thread(ensure_default_template, database)
         generated = await asyncio.to_thread(ensure_bootstrap_admin_key, settings, database)
         if generated is not None:
             log.warning(
@@ -70,7 +77,9 @@ def create_app(
         notifier = OperationNotifier()
         notifier.bind(asyncio.get_running_loop())
         metrics = Metrics(database)
-        runner = OperationRunner(settings, database, reference, host, metrics, notifier)
+        runner = OperationRunner(
+            settings, database, reference, host, metrics, notifier, code_version=service_version
+        )
         await runner.start()
         app.state.services = AppState(
             settings=settings,
@@ -80,8 +89,14 @@ def create_app(
             runner=runner,
             metrics=metrics,
             notifier=notifier,
+            code_version=service_version,
         )
-        log.info("service.started", engine=settings.engine, url=settings.public_url)
+        log.info(
+            "service.started",
+            engine=settings.engine,
+            url=settings.public_url,
+            code_version=service_version,
+        )
         try:
             yield
         finally:
@@ -111,6 +126,8 @@ def create_app(
         operation_endpoints.router,
         auth_endpoints.router,
         audit_endpoints.router,
+        template_endpoints.admin_router,
+        template_endpoints.router,
         local_api.router,
     ):
         app.include_router(router)

@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from provisioner.migrations import migrate
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -72,6 +74,7 @@ class Database:
     def create_schema(self) -> None:
         _import_models()
         Base.metadata.create_all(self.engine)
+        migrate(self.engine)
 
     def drop_schema(self) -> None:
         Base.metadata.drop_all(self.engine)
@@ -127,5 +130,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _import_models() -> None:
     # Tables register on `Base` when their module is imported; the schema needs all of them,
     # whichever domains this process happened to import so far.
-    for domain in ("environments", "operations", "auth", "audit"):
+    for domain in ("environments", "operations", "auth", "audit", "templates"):
         importlib.import_module(f"provisioner.{domain}.models")

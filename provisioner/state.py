@@ -21,3 +21,5 @@ class AppState:
     runner: OperationRunner
     metrics: Metrics
     notifier: OperationNotifier
+    # The service's code version (provisioner.versions), or the one a test gave create_app.
+    code_version: str

@@ -31,7 +31,9 @@ from provisioner.errors import (
 )
 from provisioner.operations.models import OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
-from stacks.config import PipelineConfig, PipelineSettings
+from provisioner.templates.models import TemplateVersionRow
+from provisioner.templates.service import DEFAULT_TEMPLATE, TemplateService, validated_config
+from stacks.config import PipelineConfig
 
 _FIELD_LOCATION = {"environment": "name", "tenant": "tenant", "region": "region", "tags": "tags"}
 
@@ -46,6 +48,15 @@ def _field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> Valid
             loc = ("config", *loc)
         errors.append({"loc": ["body", *prefix, *loc], "msg": item["msg"], "type": item["type"]})
     return ValidationFailed(errors)
+
+
+def _effective(
+    version: TemplateVersionRow, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The effective config (the template version's, overlaid with `overrides`) and the
+    overrides as validated; errors name `config.<field>`."""
+    settings = validated_config({**version.config, **overrides}, "config")
+    return settings, {key: settings[key] for key in overrides}
 
 
 def environment_config(row: EnvironmentRow) -> PipelineConfig:
@@ -81,6 +92,7 @@ class EnvironmentService:
         self.engine = engine
         self.environments = EnvironmentRepository(session)
         self.operations = OperationRepository(session)
+        self.templates = TemplateService(session)
 
     def get_visible(self, principal: Principal, tenant: str, name: str) -> EnvironmentRow:
         """Another tenant's environment answers exactly like a missing one."""
@@ -137,13 +149,15 @@ class EnvironmentService:
         idempotency_key: str | None,
         fingerprint: str,
     ) -> OperationRow:
+        version = self.templates.resolve(body.template or DEFAULT_TEMPLATE)
+        settings, overrides = _effective(version, body.config)
         try:
             config = PipelineConfig(
                 tenant=body.tenant,
                 environment=body.name,
                 region=body.region,
                 tags=body.tags,
-                **body.config.model_dump(),
+                **settings,
             )
         except ValidationError as error:
             raise _field_errors(error) from None
@@ -159,6 +173,9 @@ class EnvironmentService:
                 engine=self.engine,
                 region=config.region,
                 config=config.settings().model_dump(mode="json"),
+                config_overrides=overrides,
+                template_name=version.template_name,
+                template_version=version.version,
                 tags=dict(config.tags),
                 outputs={},
                 created_at=utcnow(),
@@ -180,6 +197,8 @@ class EnvironmentService:
             # A create on a FAILED environment retries it; on a DESTROYED one, re-creates it.
             row.region = config.region
             row.config = config.settings().model_dump(mode="json")
+            row.config_overrides = overrides
+            row.template_name, row.template_version = version.template_name, version.version
             row.tags = dict(config.tags)
             row.engine = self.engine
         return self.enqueue(
@@ -200,11 +219,13 @@ class EnvironmentService:
         fingerprint: str,
     ) -> OperationRow:
         row = self.get_visible(principal, tenant, name)
-        merged = {**row.config, **(body.config or {})}
-        try:
-            settings = PipelineSettings.model_validate(merged)
-        except ValidationError as error:
-            raise _field_errors(error, prefix=("config",)) from None
+        if body.template is not None:
+            version = self.templates.resolve(body.template)
+        else:
+            version = self.templates.current(row.template_name, row.template_version)
+        settings, overrides = _effective(
+            version, {**(row.config_overrides or {}), **(body.config or {})}
+        )
         tags = row.tags if body.tags is None else body.tags
         try:
             config = PipelineConfig(
@@ -212,14 +233,16 @@ class EnvironmentService:
                 environment=row.name,
                 region=row.region,
                 tags=tags,
-                **settings.model_dump(),
+                **settings,
             )
         except ValidationError as error:
             raise _field_errors(error) from None
         self._refuse_if_active(row)
         self._require_state(row, OperationKind.UPDATE)
         state_before = EnvironmentState(row.state)
-        row.config = settings.model_dump(mode="json")
+        row.config = config.settings().model_dump(mode="json")
+        row.config_overrides = overrides
+        row.template_name, row.template_version = version.template_name, version.version
         row.tags = dict(tags)
         return self.enqueue(
             principal,
