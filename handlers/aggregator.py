@@ -15,10 +15,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.core import runtime
 from handlers.core.errors import MalformedEventError, ObjectNotFoundError
-from handlers.core.marketdata import SymbolStats
 from handlers.core.s3stream import read_json, write_json
 from handlers.core.stage import StageRequest, logs_failures, result_int, stage_result
 from handlers.core.status_store import FileSummary, StatusStore, symbols_fit_item
+from handlers.core.symbol_stats import SymbolStats
 
 logger = Logger()
 

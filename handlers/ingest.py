@@ -124,6 +124,10 @@ def record_handler(record: SQSRecord) -> str:
         raise
     logger.set_correlation_id(upload.file_id)
     logger.append_keys(objectKey=upload.object_key, versionId=upload.version_id)
+    if upload.object_key.endswith("/"):
+        # A "folder" (the console's zero-byte marker), not a file: nothing to process.
+        logger.info("record.folder_marker_ignored")
+        return upload.file_id
     try:
         start_pipeline(upload)
     except (ClientError, BotoCoreError) as exc:

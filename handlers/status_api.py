@@ -1,7 +1,7 @@
 """File status REST API (docs/architecture.md §2-3) behind API Gateway, with Powertools'
 REST resolver.
 
-    GET /status/{fileId}        one file version's status item
+    GET /status/{fileId}        one file version's status item  (routes: handlers.core.routes)
     GET /files?key=<object key> every version of a key, newest first
 
 Errors are JSON `{"error": <code>, "detail": <text>}`: 400 for a malformed id or a missing key,
@@ -21,11 +21,13 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handlers.core import runtime
 from handlers.core.ids import is_file_id
+from handlers.core.routes import STATUS_ROUTES
 from handlers.core.status_model import PUBLIC_ITEM_FIELDS
 from handlers.core.status_store import StatusStore
 
 logger = Logger()
 app = APIGatewayRestResolver()
+ROUTES = {route.key: route for route in STATUS_ROUTES}
 
 
 class ApiError(Exception):
@@ -40,8 +42,9 @@ def public_item(item: dict[str, Any]) -> dict[str, Any]:
     return {field: item[field] for field in PUBLIC_ITEM_FIELDS if field in item}
 
 
-@app.get("/status/<file_id>")
-def get_status(file_id: str) -> dict[str, Any]:
+@app.get(ROUTES["status"].resolver_path)
+def get_status(fileId: str) -> dict[str, Any]:  # noqa: N803 (the route's parameter name)
+    file_id = fileId
     if not is_file_id(file_id):
         raise ApiError(400, "invalid_file_id", "fileId must be 64 lowercase hex characters")
     logger.set_correlation_id(file_id)
@@ -51,10 +54,10 @@ def get_status(file_id: str) -> dict[str, Any]:
     return public_item(item)
 
 
-@app.get("/files")
+@app.get(ROUTES["files"].resolver_path)
 def list_files() -> dict[str, Any]:
     # API Gateway has already URL-decoded the query string value.
-    key = app.current_event.get_query_string_value("key")
+    key = app.current_event.get_query_string_value(ROUTES["files"].query[0])
     if not key:
         raise ApiError(400, "missing_key", "query parameter key (the object key) is required")
     items = StatusStore.from_env().by_object_key(key)

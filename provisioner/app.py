@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -16,6 +17,7 @@ from provisioner.auth import endpoints as auth_endpoints
 from provisioner.auth.service import ensure_bootstrap_admin_key
 from provisioner.config import Settings
 from provisioner.dashboard.routes import router as dashboard_router
+from provisioner.datadir import private_data_dir
 from provisioner.db import Database
 from provisioner.engines import build_host, load_engine
 from provisioner.engines import engine_reference as reference_of
@@ -24,8 +26,10 @@ from provisioner.environments import endpoints as environment_endpoints
 from provisioner.environments.service import recreate_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
 from provisioner.files import local_api
+from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
+from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
@@ -33,6 +37,8 @@ from provisioner.state import AppState
 from provisioner.templates import endpoints as template_endpoints
 from provisioner.templates.service import ensure_default_template
 from provisioner.versions import service_code_version
+from provisioner.webhooks import endpoints as webhook_endpoints
+from provisioner.webhooks.dispatcher import WebhookDispatcher
 
 log = structlog.get_logger(__name__)
 
@@ -52,15 +58,18 @@ def create_app(
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
     reference = engine_reference or reference_of(settings.engine)
+    # Before the database is opened: SQLite would create the directory (0755) and its files.
+    private_data_dir(settings)
     database = Database(settings.resolved_database_url)
     service_version = code_version or service_code_version()
+    # Built now: a malformed PROVISIONER_WEBHOOK_ALLOWED_HOSTS stops the app before it starts.
+    dispatcher = WebhookDispatcher(settings, database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # Private: it holds the registry, Pulumi state and the generated admin key.
-        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         await asyncio.to_thread(database.create_schema)
         await asyncio.to_thread(ensure_default_template, database)
+        private_data_dir(settings)  # the files SQLite created meanwhile (-wal, -shm)
         generated = await asyncio.to_thread(ensure_bootstrap_admin_key, settings, database)
         if generated is not None:
             log.warning(
@@ -68,6 +77,9 @@ def create_app(
                 path=str(generated),
                 hint="read the admin API key from this file (mode 0600)",
             )
+        swept = await asyncio.to_thread(sweep_leftovers, settings.data_dir)
+        if swept:
+            log.warning("service.leftover_processes_killed", count=swept)
         host = host_factory(settings) if host_factory else build_host(reference, settings)
         await asyncio.to_thread(host.start)
         if host.ephemeral:
@@ -81,6 +93,10 @@ def create_app(
             settings, database, reference, host, metrics, notifier, code_version=service_version
         )
         await runner.start()
+        await dispatcher.start()
+        recorder = asyncio.create_task(
+            keep_record(settings.data_dir, settings.heartbeat_interval_s), name="child-record"
+        )
         app.state.services = AppState(
             settings=settings,
             database=database,
@@ -101,7 +117,12 @@ def create_app(
             yield
         finally:
             await runner.stop()
+            await dispatcher.stop()
             await asyncio.to_thread(host.stop)
+            recorder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await recorder
+            forget_children(settings.data_dir)
             database.dispose()
             log.info("service.stopped")
 
@@ -117,6 +138,10 @@ def create_app(
     )
     app.state.database = database
     app.add_middleware(AuditMiddleware, database_getter=lambda: app.state.database)
+    # Added last, so they run first: HEAD becomes GET for everything inside, and the body
+    # cap comes before anything else reads the request.
+    app.add_middleware(HeadMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     errors.install(app)
     openapi.install(app)
     for router in (
@@ -128,6 +153,7 @@ def create_app(
         audit_endpoints.router,
         template_endpoints.admin_router,
         template_endpoints.router,
+        webhook_endpoints.router,
         local_api.router,
     ):
         app.include_router(router)

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
         default=None,
         description="Bootstrap admin API key; if unset one is generated into data_dir (0600)",
     )
+    # Request bodies larger than this are refused (413) while they stream in, before auth.
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=1024**3)
     max_concurrent_operations: int = Field(default=2, ge=1, le=64)
     operation_timeout_s: float = Field(default=3600, gt=0)
     # After a cancel or timeout, how long a running operation may take to stop gracefully
@@ -63,6 +65,23 @@ class Settings(BaseSettings):
     local_aws_host: str = "127.0.0.1"
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
     local_workers_per_environment: int = Field(default=2, ge=1, le=16)
+
+    # --- webhooks (docs/architecture.md §8) ---
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description=(
+            "Comma-separated host names, addresses or CIDR ranges that webhooks may target even "
+            "though they are loopback, private, link-local or otherwise non-public (checked "
+            "when the app is built: provisioner.webhooks.allowlist)"
+        ),
+    )
+    webhook_max_attempts: int = Field(default=10, ge=1, le=100)
+    webhook_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Backoff: the first retry after `webhook_retry_initial_s`, doubling up to the cap.
+    webhook_retry_initial_s: float = Field(default=5.0, gt=0, le=300)
+    webhook_retry_max_s: float = Field(default=300.0, gt=0, le=3600)
+    webhook_poll_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    webhook_max_in_flight: int = Field(default=8, ge=1, le=256)
 
     @cached_property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -47,6 +47,10 @@ class Base(DeclarativeBase):
     pass
 
 
+# An arbitrary, fixed advisory-lock key for start-up (schema, bootstrap key) across replicas.
+_STARTUP_LOCK_KEY = 0x6D64705E
+
+
 class Database:
     """One per process. Sessions are short-lived: one per request or unit of work."""
 
@@ -73,8 +77,20 @@ class Database:
 
     def create_schema(self) -> None:
         _import_models()
-        Base.metadata.create_all(self.engine)
+        # Replicas starting together would each create the tables; PostgreSQL refuses the
+        # second CREATE of a type already being created, so they take turns.
+        with self.engine.begin() as connection:
+            self.serialize_startup(connection)
+            Base.metadata.create_all(connection)
         migrate(self.engine)
+
+    def serialize_startup(self, connection: Session | Connection) -> None:
+        """Within a transaction: wait for other replicas' start-up work (PostgreSQL only;
+        SQLite's write lock already serializes)."""
+        if not self.is_sqlite:
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _STARTUP_LOCK_KEY}
+            )
 
     def drop_schema(self) -> None:
         Base.metadata.drop_all(self.engine)
@@ -130,5 +146,5 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _import_models() -> None:
     # Tables register on `Base` when their module is imported; the schema needs all of them,
     # whichever domains this process happened to import so far.
-    for domain in ("environments", "operations", "auth", "audit", "templates"):
+    for domain in ("environments", "operations", "auth", "audit", "templates", "webhooks"):
         importlib.import_module(f"provisioner.{domain}.models")

@@ -17,8 +17,8 @@ from provisioner.schemas import Health
 router = APIRouter(tags=["ops"])
 
 
+# HEAD (uptime checkers often probe with it) is served for every GET by HeadMiddleware.
 @router.get("/healthz", summary="Liveness (the only route without auth)")
-@router.head("/healthz", include_in_schema=False)  # uptime checkers often probe with HEAD
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 

@@ -20,11 +20,21 @@ MASK: Final = "***"
 _SENSITIVE_FIELD: Final = re.compile(
     r"(authorization|passphrase|password|secret|token|api_key|apikey|credential)", re.IGNORECASE
 )
-# Bearer tokens and our own key format, even if never registered.
+# Bearer tokens, our own key format and AWS request signing (SigV4 headers and presigned
+# query strings, access key ids), even if never registered. Group 1, if any, is kept.
 _TOKEN_PATTERNS: Final = (
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
     re.compile(r"mdp_[A-Za-z0-9_-]{20,}"),
+    re.compile(r"(?i)(\bCredential=)[^,\s&\"'<>]+"),
+    re.compile(r"(?i)(\bSignature=)[^,\s&\"'<>]+"),
+    re.compile(r"(?i)(\bX-Amz-(?:Credential|Signature|Security-Token)(?:=|%3D))[^,\s&\"'<>]+"),
+    re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
 )
+# An HTML document (an emulator's or proxy's error page) in an error text.
+_HTML_DOCUMENT: Final = re.compile(r"(?is)<(?:!doctype\s+html|html)\b.*?(?:</html>|\Z)")
+_HTML_TITLE: Final = re.compile(r"(?is)<title>(.*?)</title>")
+# Error reasons are shown in the API; longer ones are cut.
+MAX_REASON_CHARS: Final = 2000
 
 
 class SecretRedactor:
@@ -55,6 +65,13 @@ class SecretRedactor:
             )
         return text
 
+    def reason(self, text: str) -> str:
+        """An error reason fit to record and show: redacted, without HTML pages, bounded."""
+        text = _HTML_DOCUMENT.sub(_html_summary, self.redact_text(text))
+        if len(text) > MAX_REASON_CHARS:
+            text = text[: MAX_REASON_CHARS - 1] + "…"
+        return text
+
     def redact_value(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.redact_text(value)
@@ -76,6 +93,12 @@ class SecretRedactor:
             else:
                 event_dict[key] = self.redact_value(event_dict[key])
         return event_dict
+
+
+def _html_summary(match: re.Match[str]) -> str:
+    title = _HTML_TITLE.search(match.group(0))
+    heading = " ".join(title.group(1).split())[:120] if title else ""
+    return f"(an HTML error page{': ' + heading if heading else ''})"
 
 
 redactor = SecretRedactor()

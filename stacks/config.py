@@ -7,15 +7,22 @@ program all build it, so a bad tenant or name is rejected (422) before anything 
 from __future__ import annotations
 
 import re
+import unicodedata
+from functools import cache
 from typing import Final
 
+import botocore.loaders
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # DESIGN §2: no hyphen in the tenant, because the hyphen separates tenant from environment in
 # every derived name ("a-b"/"c" would collide with "a"/"b-c").
-TENANT_PATTERN: Final = re.compile(r"^[a-z][a-z0-9]{0,19}$")
-ENVIRONMENT_PATTERN: Final = re.compile(r"^[a-z](?:[a-z0-9-]{0,10}[a-z0-9])?$")
-REGION_PATTERN: Final = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+# Patterns are used with `fullmatch` only (docs/architecture.md §9): `$` would let a trailing
+# newline through.
+TENANT_PATTERN: Final = re.compile(r"[a-z][a-z0-9]{0,19}")
+ENVIRONMENT_PATTERN: Final = re.compile(r"[a-z](?:[a-z0-9-]{0,10}[a-z0-9])?")
+REGION_PATTERN: Final = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d{1,2}")
+# The partition every engine deploys to (ARNs are built as arn:aws:…).
+AWS_PARTITION: Final = "aws"
 
 # The only values CloudWatch Logs accepts for retentionInDays.
 LOG_RETENTION_DAYS: Final = frozenset(
@@ -28,8 +35,31 @@ RESERVED_TAG_KEYS: Final = frozenset({"Environment", "Team", "Tenant", "ManagedB
 MANAGED_BY: Final = "market-data-provisioner"
 # AWS allows 50 tags per resource; four are ours.
 MAX_CALLER_TAGS: Final = 50 - len(RESERVED_TAG_KEYS)
-_TAG_CHARS: Final = re.compile(r"^[\w\s.:/=+\-@]*$", re.UNICODE)
-_LAYER_ARN: Final = re.compile(r"^arn:aws[a-z-]*:lambda:[a-z0-9-]+:\d{12}:layer:[\w-]+:\d+$")
+MAX_TAG_KEY_LENGTH: Final = 128
+MAX_TAG_VALUE_LENGTH: Final = 256
+# AWS's tag rule: Unicode letters, digits and spaces, and these (no tabs, no newlines).
+_TAG_PUNCTUATION: Final = frozenset("_.:/=+-@")
+_LAYER_ARN: Final = re.compile(r"arn:aws:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+")
+
+
+@cache
+def aws_regions() -> frozenset[str]:
+    """The partition's regions, from botocore's endpoint data (what the AWS SDK knows)."""
+    endpoints = botocore.loaders.create_loader().load_data("endpoints")
+    for partition in endpoints["partitions"]:
+        if partition["partition"] == AWS_PARTITION:
+            return frozenset(partition["regions"])
+    raise LookupError(f"botocore's endpoint data has no {AWS_PARTITION!r} partition")
+
+
+def is_tag_text(text: str) -> bool:
+    """Whether every character is one AWS allows in a tag key or value."""
+    return all(
+        char in _TAG_PUNCTUATION
+        or unicodedata.category(char)[0] in ("L", "N")
+        or unicodedata.category(char) == "Zs"
+        for char in text
+    )
 
 
 class PipelineSettings(BaseModel):
@@ -54,6 +84,11 @@ class PipelineSettings(BaseModel):
     powertools_layer_arn: str | None = Field(
         default=None, description="Override the AWS-published Powertools layer for the region"
     )
+    pandas_layer_arn: str | None = Field(
+        default=None,
+        description="Override the AWS SDK for pandas layer (pyarrow) of the validator and "
+        "processor (default: AWS's published ARN of the pinned release for the region)",
+    )
 
     @field_validator("log_retention_days")
     @classmethod
@@ -66,7 +101,9 @@ class PipelineSettings(BaseModel):
     @field_validator("team")
     @classmethod
     def _team(cls, value: str | None) -> str | None:
-        if value is not None and not (0 < len(value) <= 256 and _TAG_CHARS.match(value)):
+        if value is not None and not (
+            0 < len(value) <= MAX_TAG_VALUE_LENGTH and is_tag_text(value)
+        ):
             raise ValueError("must be 1-256 characters valid in an AWS tag value")
         return value
 
@@ -78,10 +115,10 @@ class PipelineSettings(BaseModel):
             raise ValueError(f"must be at least api_rate_limit ({rate:g})")
         return value
 
-    @field_validator("powertools_layer_arn")
+    @field_validator("powertools_layer_arn", "pandas_layer_arn")
     @classmethod
     def _layer_arn(cls, value: str | None) -> str | None:
-        if value is not None and not _LAYER_ARN.match(value):
+        if value is not None and not _LAYER_ARN.fullmatch(value):
             raise ValueError("must be a Lambda layer version ARN (arn:aws:lambda:…:layer:…:N)")
         return value
 
@@ -103,7 +140,7 @@ class PipelineConfig(PipelineSettings):
     @field_validator("tenant")
     @classmethod
     def _tenant(cls, value: str) -> str:
-        if not TENANT_PATTERN.match(value):
+        if not TENANT_PATTERN.fullmatch(value):
             raise ValueError(
                 "must be 1-20 characters of lowercase letters and digits, starting with a letter "
                 "(no hyphen: it separates tenant from environment in resource names)"
@@ -113,7 +150,7 @@ class PipelineConfig(PipelineSettings):
     @field_validator("environment")
     @classmethod
     def _environment(cls, value: str) -> str:
-        if not ENVIRONMENT_PATTERN.match(value):
+        if not ENVIRONMENT_PATTERN.fullmatch(value):
             raise ValueError(
                 "must be 1-12 characters of lowercase letters, digits and '-', starting with a "
                 "letter and not ending with '-'"
@@ -123,8 +160,10 @@ class PipelineConfig(PipelineSettings):
     @field_validator("region")
     @classmethod
     def _region(cls, value: str) -> str:
-        if not REGION_PATTERN.match(value):
-            raise ValueError("must be an AWS region code such as us-east-1")
+        if not REGION_PATTERN.fullmatch(value) or value not in aws_regions():
+            raise ValueError(
+                f"must be a region of the {AWS_PARTITION} partition, such as us-east-1"
+            )
         return value
 
     @field_validator("tags")
@@ -132,14 +171,21 @@ class PipelineConfig(PipelineSettings):
     def _tags(cls, value: dict[str, str]) -> dict[str, str]:
         if len(value) > MAX_CALLER_TAGS:
             raise ValueError(f"at most {MAX_CALLER_TAGS} tags")
+        # AWS compares tag keys case-insensitively ("Duplicate tag keys"), so do we.
+        reserved = {key.lower() for key in RESERVED_TAG_KEYS}
+        seen: set[str] = set()
         for key, tag_value in value.items():
-            if key in RESERVED_TAG_KEYS:
+            folded = key.lower()
+            if folded in reserved:
                 raise ValueError(f"tag {key!r} is set by the provisioner and cannot be overridden")
-            if not (0 < len(key) <= 128) or not _TAG_CHARS.match(key):
+            if folded in seen:
+                raise ValueError(f"tag key {key!r} repeats another key (keys ignore case)")
+            seen.add(folded)
+            if not (0 < len(key) <= MAX_TAG_KEY_LENGTH) or not is_tag_text(key):
                 raise ValueError(f"tag key {key!r} must be 1-128 valid tag characters")
-            if key.lower().startswith("aws:"):
+            if folded.startswith("aws:"):
                 raise ValueError(f"tag key {key!r} uses the reserved 'aws:' prefix")
-            if len(tag_value) > 256 or not _TAG_CHARS.match(tag_value):
+            if len(tag_value) > MAX_TAG_VALUE_LENGTH or not is_tag_text(tag_value):
                 raise ValueError(f"tag value for {key!r} must be at most 256 valid tag characters")
         return value
 

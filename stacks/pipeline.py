@@ -15,8 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +23,7 @@ from typing import Any, Final
 import pulumi
 import pulumi_aws as aws
 
+from handlers.core.routes import STATUS_ROUTES, resource_paths
 from stacks import spec
 from stacks.config import PipelineConfig
 from stacks.policies import PolicyDocument
@@ -34,68 +34,9 @@ TYPE_TOKEN: Final = "marketdata:pipeline:FilePipeline"
 HANDLERS_DIR: Final = spec.HANDLERS_DIR
 # The handler strings of `spec.function_specs` start with the package name.
 
-# What the component registers, by type: `stacks.program.expected_resource_count` adds these up
+# What the component registers, by type (the model's inventory): `stacks.program` adds these up
 # and the tests compare them with what a mocked `pulumi up` registers.
-CHILD_RESOURCE_COUNTS: Final[Mapping[str, int]] = {
-    "aws:s3/bucket:Bucket": 1,
-    "aws:s3/bucketVersioning:BucketVersioning": 1,
-    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": 1,
-    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": 1,
-    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": 1,
-    "aws:s3/bucketPolicy:BucketPolicy": 1,
-    "aws:s3/bucketNotification:BucketNotification": 1,
-    "aws:cloudwatch/eventRule:EventRule": 1,
-    "aws:cloudwatch/eventTarget:EventTarget": 1,
-    # ingest, its DLQ, one DLQ per stage
-    "aws:sqs/queue:Queue": 2 + len(spec.STAGE_FUNCTIONS),
-    "aws:sqs/queuePolicy:QueuePolicy": 1,
-    "aws:dynamodb/table:Table": 1,
-    "aws:lambda/function:Function": len(spec.FUNCTIONS),
-    # one per function and one for the state machine
-    "aws:iam/role:Role": len(spec.FUNCTIONS) + 1,
-    "aws:iam/rolePolicy:RolePolicy": len(spec.FUNCTIONS) + 1,
-    # one per function, the state machine's, the API's access log
-    "aws:cloudwatch/logGroup:LogGroup": len(spec.FUNCTIONS) + 2,
-    "aws:lambda/eventSourceMapping:EventSourceMapping": 1,
-    "aws:sfn/stateMachine:StateMachine": 1,
-    "aws:apigateway/restApi:RestApi": 1,
-    # /status, /status/{fileId}, /files
-    "aws:apigateway/resource:Resource": 3,
-    "aws:apigateway/method:Method": 2,
-    "aws:apigateway/integration:Integration": 2,
-    "aws:lambda/permission:Permission": 1,
-    "aws:apigateway/deployment:Deployment": 1,
-    "aws:apigateway/stage:Stage": 1,
-    "aws:apigateway/methodSettings:MethodSettings": 1,
-}
-
-API_ACCESS_LOG_FORMAT: Final = json.dumps(
-    {
-        "requestId": "$context.requestId",
-        "requestTime": "$context.requestTime",
-        "ip": "$context.identity.sourceIp",
-        "caller": "$context.identity.caller",
-        "userArn": "$context.identity.userArn",
-        "httpMethod": "$context.httpMethod",
-        "resourcePath": "$context.resourcePath",
-        "path": "$context.path",
-        "status": "$context.status",
-        "protocol": "$context.protocol",
-        "responseLength": "$context.responseLength",
-        "integrationLatency": "$context.integrationLatency",
-        "errorMessage": "$context.error.message",
-    },
-    separators=(",", ":"),
-)
-
-# spec's queue attributes (boto3 spelling) → pulumi-aws arguments. An attribute missing here
-# fails loudly instead of being dropped.
-_QUEUE_ATTRIBUTE_ARGS: Final[Mapping[str, tuple[str, Callable[[str], bool | int]]]] = {
-    "FifoQueue": ("fifo_queue", lambda value: value == "true"),
-    "ContentBasedDeduplication": ("content_based_deduplication", lambda value: value == "true"),
-    "VisibilityTimeout": ("visibility_timeout_seconds", int),
-    "MessageRetentionPeriod": ("message_retention_seconds", int),
-}
+CHILD_RESOURCE_COUNTS: Final[Mapping[str, int]] = spec.inventory_counts()
 
 
 @dataclass(frozen=True)
@@ -114,44 +55,15 @@ def handlers_archive(handlers_dir: Path = HANDLERS_DIR) -> pulumi.AssetArchive:
     )
 
 
-def _queue_args(attributes: Mapping[str, str]) -> dict[str, Any]:
-    unknown = sorted(set(attributes) - set(_QUEUE_ATTRIBUTE_ARGS))
-    if unknown:
-        raise ValueError(f"no pulumi-aws argument for SQS attributes {unknown}")
-    args: dict[str, Any] = {}
-    for attribute, value in attributes.items():
-        argument, convert = _QUEUE_ATTRIBUTE_ARGS[attribute]
-        args[argument] = convert(value)
-    return args
-
-
-def _snake_case_keys(value: Any) -> Any:
-    """boto3's spelling of a nested structure (`StorageClass`, `ID`) → pulumi-aws's."""
-    if isinstance(value, list):
-        return [_snake_case_keys(item) for item in value]
-    if isinstance(value, dict):
-        return {
-            re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower(): _snake_case_keys(item)
-            for key, item in value.items()
-        }
-    return value
-
-
 def _json(document: Any) -> str:
     return json.dumps(document, sort_keys=True)
-
-
-def _arn_prefix(partition: str, service: str, region: str, account_id: str) -> str:
-    return f"arn:{partition}:{service}:{region}:{account_id}"
 
 
 class FilePipeline(pulumi.ComponentResource):
     """One isolated market-data pipeline environment (DESIGN §2)."""
 
     bucket_name: pulumi.Output[str]
-    ingest_queue_url: pulumi.Output[str]
-    ingest_dlq_url: pulumi.Output[str]
-    stage_dlq_urls: dict[spec.StageName, pulumi.Output[str]]
+    queue_urls: dict[spec.QueueKey, pulumi.Output[str]]
     status_table_name: pulumi.Output[str]
     state_machine_arn: pulumi.Output[str]
     function_names: dict[spec.FunctionName, pulumi.Output[str]]
@@ -170,51 +82,42 @@ class FilePipeline(pulumi.ComponentResource):
         invoke_opts = pulumi.InvokeOutputOptions(parent=self)
         identity = aws.get_caller_identity_output(opts=invoke_opts)
         partition = aws.get_partition_output(opts=invoke_opts).partition
+        pandas_layer: pulumi.Output[str] = (
+            pulumi.Output.from_input(config.pandas_layer_arn)
+            if config.pandas_layer_arn
+            else aws.ssm.get_parameter_output(
+                name=spec.pandas_layer_parameter(config), opts=invoke_opts
+            ).value
+        )
         account_id = identity.account_id
         # Lifted attribute and item access (`physical.functions[fn]`) gives Output[str] names.
         physical = account_id.apply(lambda account: spec.names(config, account))
+        # Every ARN is derived from names (`spec.pipeline_arns`, as the local engine does): the
+        # state machine invokes the stage functions, the ingest function starts the state
+        # machine, and every function depends on its own policy, so taking them from the
+        # resources would be a cycle. The tests check them against the resources' ARNs.
+        arns = pulumi.Output.all(account_id, partition).apply(
+            lambda values: spec.pipeline_arns(config, values[0], values[1])
+        )
 
         # --- storage ---------------------------------------------------------------------
         bucket = self._bucket(physical.bucket)
 
-        # --- queues ----------------------------------------------------------------------
-        ingest_dlq = aws.sqs.Queue(
-            f"{name}-ingest-dlq",
-            name=physical.ingest_dlq,
-            **_queue_args(spec.dlq_attributes()),
-            sqs_managed_sse_enabled=True,
-            tags=self._tags,
-            opts=self._child(),
-        )
-        ingest_queue = aws.sqs.Queue(
-            f"{name}-ingest",
-            name=physical.ingest_queue,
-            **_queue_args(spec.ingest_queue_attributes()),
-            sqs_managed_sse_enabled=True,
-            redrive_policy=ingest_dlq.arn.apply(lambda arn: _json(spec.redrive_policy(arn))),
-            tags=self._tags,
-            opts=self._child(),
-        )
-        stage_dlqs = {
-            stage: aws.sqs.Queue(
-                f"{name}-{stage}-dlq",
-                name=physical.stage_dlqs[stage],
-                **_queue_args(spec.dlq_attributes()),
-                sqs_managed_sse_enabled=True,
-                tags=self._tags,
-                opts=self._child(),
-            )
-            for stage in spec.STAGE_FUNCTIONS
-        }
+        # --- queues (dead-letter queues first: the ingest queue redrives to its DLQ) -------
+        queues: dict[spec.QueueKey, aws.sqs.Queue] = {}
+        for key, settings in spec.queue_settings().items():
+            queues[key] = self._queue(key, physical.queues[key], settings, queues)
 
         # --- status table ----------------------------------------------------------------
         table = self._status_table(physical.status_table)
 
         # --- S3 → EventBridge → ingest queue ---------------------------------------------
+        rule = spec.INGEST_RULE
         ingest_rule = aws.cloudwatch.EventRule(
             f"{name}-incoming",
             name=physical.ingest_rule,
-            description="Objects created under incoming/ in this environment's bucket",
+            description=rule.description,
+            state=spec.rule_state(rule),
             event_pattern=bucket.bucket.apply(
                 lambda bucket_name: _json(spec.ingest_rule_event_pattern(bucket_name))
             ),
@@ -233,44 +136,24 @@ class FilePipeline(pulumi.ComponentResource):
         api_log_group = self._log_group(f"{name}-api-access-logs", physical.api_access_log_group)
 
         # --- policies --------------------------------------------------------------------
-        # Function and state machine ARNs are derived from their names: the state machine
-        # invokes the stage functions, the ingest function starts the state machine, and every
-        # function depends on its own policy, so taking them from the resources would be a
-        # cycle. The format is fixed by AWS; the tests check it against the resources' ARNs.
-        arns = pulumi.Output.all(
-            partition=partition,
-            account=account_id,
-            names=physical,
-            bucket=bucket.arn,
-            ingest_queue=ingest_queue.arn,
-            ingest_dlq=ingest_dlq.arn,
-            stage_dlqs=pulumi.Output.all(
-                *(stage_dlqs[stage].arn for stage in spec.STAGE_FUNCTIONS)
-            ),
-            table=table.arn,
-            rule=ingest_rule.arn,
-            log_groups=pulumi.Output.all(*(function_log_groups[fn].arn for fn in spec.FUNCTIONS)),
-        ).apply(lambda values: self._pipeline_arns(values))
-
         aws.sqs.QueuePolicy(
             f"{name}-ingest-policy",
-            queue_url=ingest_queue.url,
+            queue_url=queues["ingest"].url,
             policy=arns.apply(lambda a: _json(spec.ingest_queue_policy(a))),
             opts=self._child(),
         )
         aws.cloudwatch.EventTarget(
             f"{name}-incoming-to-ingest",
             rule=ingest_rule.name,
-            target_id="ingest-queue",
-            arn=ingest_queue.arn,
-            sqs_target={"message_group_id": spec.INGEST_MESSAGE_GROUP},
+            target_id=rule.target_id,
+            arn=queues["ingest"].arn,
+            sqs_target={"message_group_id": rule.message_group},
             opts=self._child(),
         )
 
         # --- functions -------------------------------------------------------------------
         specs = spec.function_specs(config)
         archive = handlers_archive(args.handlers_dir)
-        layer = spec.powertools_layer_arn(config)
         roles: dict[spec.FunctionName, aws.iam.Role] = {}
         role_policies: dict[spec.FunctionName, aws.iam.RolePolicy] = {}
         for fn in spec.FUNCTIONS:
@@ -299,10 +182,10 @@ class FilePipeline(pulumi.ComponentResource):
                 code=archive,
                 memory_size=fn_spec.memory_mb,
                 timeout=fn_spec.timeout_s,
-                layers=[layer],
+                layers=pandas_layer.apply(lambda arn: spec.function_layers(fn, config, arn)),
                 environment={"variables": environment},
                 logging_config={
-                    "log_format": "Text",
+                    "log_format": spec.FUNCTION_LOG_FORMAT,
                     "log_group": function_log_groups[fn].name,
                 },
                 tags=self._tags,
@@ -323,19 +206,20 @@ class FilePipeline(pulumi.ComponentResource):
             account_id,
             table,
             {stage: functions[stage] for stage in spec.STAGE_FUNCTIONS},
-            stage_dlqs,
+            {stage: queues[key] for stage, key in spec.STAGE_DLQS.items()},
             state_machine_log_group,
         )
         function("ingest", state_machine.arn)
         function("status", arns.state_machine)
 
+        source = spec.INGEST_SOURCE
         aws.lambda_.EventSourceMapping(
             f"{name}-ingest-source",
-            event_source_arn=ingest_queue.arn,
+            event_source_arn=queues["ingest"].arn,
             function_name=functions["ingest"].arn,
-            batch_size=spec.INGEST_BATCH_SIZE,
-            function_response_types=["ReportBatchItemFailures"],
-            enabled=True,
+            batch_size=source.batch_size,
+            function_response_types=spec.event_source_response_types(source),
+            enabled=source.enabled,
             tags=self._tags,
             # Lambda checks the role's SQS permissions when the mapping is created.
             opts=self._child(depends_on=[role_policies["ingest"]]),
@@ -346,9 +230,7 @@ class FilePipeline(pulumi.ComponentResource):
 
         # --- outputs ---------------------------------------------------------------------
         self.bucket_name = bucket.bucket
-        self.ingest_queue_url = ingest_queue.url
-        self.ingest_dlq_url = ingest_dlq.url
-        self.stage_dlq_urls = {stage: queue.url for stage, queue in stage_dlqs.items()}
+        self.queue_urls = {key: queue.url for key, queue in queues.items()}
         self.status_table_name = table.name
         self.state_machine_arn = state_machine.arn
         self.function_names = {fn: resource.name for fn, resource in functions.items()}
@@ -357,44 +239,49 @@ class FilePipeline(pulumi.ComponentResource):
 
     @property
     def stack_outputs(self) -> Mapping[str, pulumi.Output[str]]:
-        """The stack outputs of DESIGN §2, under their contract names (`spec.STACK_OUTPUTS`)."""
-        outputs = {
-            "bucketName": self.bucket_name,
-            "ingestQueueUrl": self.ingest_queue_url,
-            "ingestDlqUrl": self.ingest_dlq_url,
-            "validatorDlqUrl": self.stage_dlq_urls["validator"],
-            "processorDlqUrl": self.stage_dlq_urls["processor"],
-            "aggregatorDlqUrl": self.stage_dlq_urls["aggregator"],
-            "statusTableName": self.status_table_name,
-            "stateMachineArn": self.state_machine_arn,
-            "validatorFunctionName": self.function_names["validator"],
-            "processorFunctionName": self.function_names["processor"],
-            "aggregatorFunctionName": self.function_names["aggregator"],
-            "ingestFunctionName": self.function_names["ingest"],
-            "statusFunctionName": self.function_names["status"],
-            "apiEndpoint": self.api_endpoint,
-        }
-        return {key: outputs[key] for key in spec.STACK_OUTPUTS}
+        """The stack outputs of DESIGN §2, under their contract names (`spec.stack_outputs`)."""
+        return spec.stack_outputs(
+            bucket_name=self.bucket_name,
+            queue_urls=self.queue_urls,
+            table_name=self.status_table_name,
+            state_machine_arn=self.state_machine_arn,
+            function_names=self.function_names,
+            api_endpoint=self.api_endpoint,
+        )
 
     # --- helpers -----------------------------------------------------------------------------
 
     def _child(self, depends_on: list[pulumi.Resource] | None = None) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions(parent=self, depends_on=depends_on)
 
-    def _pipeline_arns(self, values: dict[str, Any]) -> spec.PipelineArns:
-        names: spec.PipelineNames = values["names"]
-        prefix = _arn_prefix(values["partition"], "lambda", self._config.region, values["account"])
-        states = _arn_prefix(values["partition"], "states", self._config.region, values["account"])
-        return spec.PipelineArns(
-            bucket=values["bucket"],
-            ingest_queue=values["ingest_queue"],
-            ingest_dlq=values["ingest_dlq"],
-            stage_dlqs=dict(zip(spec.STAGE_FUNCTIONS, values["stage_dlqs"], strict=True)),
-            status_table=values["table"],
-            state_machine=f"{states}:stateMachine:{names.state_machine}",
-            functions={fn: f"{prefix}:function:{names.functions[fn]}" for fn in spec.FUNCTIONS},
-            function_log_groups=dict(zip(spec.FUNCTIONS, values["log_groups"], strict=True)),
-            ingest_rule=values["rule"],
+    def _queue(
+        self,
+        key: spec.QueueKey,
+        name: pulumi.Input[str],
+        settings: spec.QueueSettings,
+        created: Mapping[spec.QueueKey, aws.sqs.Queue],
+    ) -> aws.sqs.Queue:
+        redrive: pulumi.Input[str] | None = None
+        if settings.dead_letter_queue is not None:
+            redrive = created[settings.dead_letter_queue].arn.apply(
+                lambda arn: _json(spec.redrive_policy(arn))
+            )
+        return aws.sqs.Queue(
+            f"{self._name}-{key}",
+            name=name,
+            fifo_queue=settings.fifo,
+            content_based_deduplication=settings.content_based_deduplication,
+            deduplication_scope=settings.deduplication_scope,
+            fifo_throughput_limit=settings.throughput_limit,
+            visibility_timeout_seconds=settings.visibility_timeout_s,
+            message_retention_seconds=settings.retention_s,
+            max_message_size=settings.max_message_bytes,
+            delay_seconds=settings.delivery_delay_s,
+            receive_wait_time_seconds=settings.receive_wait_s,
+            sqs_managed_sse_enabled=settings.managed_encryption,
+            redrive_policy=redrive,
+            tags=self._tags,
+            opts=self._child(),
         )
 
     def _log_group(self, resource_name: str, name: pulumi.Input[str]) -> aws.cloudwatch.LogGroup:
@@ -424,7 +311,7 @@ class FilePipeline(pulumi.ComponentResource):
         role_policy = aws.iam.RolePolicy(
             f"{resource_name}-policy",
             role=role.id,
-            name=pulumi.Output.from_input(name).apply(lambda role_name: f"{role_name}-policy"),
+            name=pulumi.Output.from_input(name).apply(spec.role_policy_name),
             policy=policy.apply(_json),
             opts=self._child(),
         )
@@ -432,11 +319,11 @@ class FilePipeline(pulumi.ComponentResource):
 
     def _bucket(self, name: pulumi.Input[str]) -> aws.s3.Bucket:
         n = self._name
+        settings = spec.BUCKET
         bucket = aws.s3.Bucket(
             f"{n}-bucket",
             bucket=name,
-            # Destroying an environment empties the versioned bucket (DESIGN §2).
-            force_destroy=True,
+            force_destroy=settings.empty_on_destroy,
             tags=self._tags,
             opts=self._child(),
         )
@@ -445,28 +332,30 @@ class FilePipeline(pulumi.ComponentResource):
         public_access = aws.s3.BucketPublicAccessBlock(
             f"{n}-bucket-public-access",
             bucket=bucket.id,
-            block_public_acls=True,
-            block_public_policy=True,
-            ignore_public_acls=True,
-            restrict_public_buckets=True,
+            block_public_acls=settings.block_public_acls,
+            block_public_policy=settings.block_public_policy,
+            ignore_public_acls=settings.ignore_public_acls,
+            restrict_public_buckets=settings.restrict_public_buckets,
             opts=self._child(),
         )
         encryption = aws.s3.BucketServerSideEncryptionConfiguration(
             f"{n}-bucket-encryption",
             bucket=bucket.id,
-            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}],
+            rules=[
+                {"apply_server_side_encryption_by_default": {"sse_algorithm": settings.encryption}}
+            ],
             opts=self._child(depends_on=[public_access]),
         )
         versioning = aws.s3.BucketVersioning(
             f"{n}-bucket-versioning",
             bucket=bucket.id,
-            versioning_configuration={"status": "Enabled"},
+            versioning_configuration={"status": spec.versioning_status(settings)},
             opts=self._child(depends_on=[encryption]),
         )
         lifecycle = aws.s3.BucketLifecycleConfiguration(
             f"{n}-bucket-lifecycle",
             bucket=bucket.id,
-            rules=_snake_case_keys(spec.bucket_lifecycle_rules(self._config)),
+            rules=[_lifecycle_rule(rule) for rule in spec.lifecycle_rules(self._config)],
             # Versioning must be on before rules about noncurrent versions apply.
             opts=self._child(depends_on=[versioning]),
         )
@@ -479,40 +368,37 @@ class FilePipeline(pulumi.ComponentResource):
         aws.s3.BucketNotification(
             f"{n}-bucket-notification",
             bucket=bucket.id,
-            eventbridge=True,
+            eventbridge=settings.eventbridge_notifications,
             opts=self._child(depends_on=[policy]),
         )
         return bucket
 
     def _status_table(self, name: pulumi.Input[str]) -> aws.dynamodb.Table:
-        schema = spec.status_table_schema()
-        keys = {key["KeyType"]: key["AttributeName"] for key in schema["KeySchema"]}
+        table = spec.STATUS_TABLE
         return aws.dynamodb.Table(
             f"{self._name}-status",
             name=name,
-            billing_mode=schema["BillingMode"],
-            hash_key=keys["HASH"],
-            range_key=keys.get("RANGE"),
+            billing_mode=spec.billing_mode(table),
+            hash_key=table.partition_key,
             attributes=[
-                {"name": attribute["AttributeName"], "type": attribute["AttributeType"]}
-                for attribute in schema["AttributeDefinitions"]
+                {"name": attribute, "type": spec.KEY_TYPE_CODES[kind]}
+                for attribute, kind in table.key_types.items()
             ],
             global_secondary_indexes=[
                 {
-                    "name": index["IndexName"],
+                    "name": index.name,
                     "key_schemas": [
-                        {"attribute_name": key["AttributeName"], "key_type": key["KeyType"]}
-                        for key in index["KeySchema"]
+                        {"attribute_name": attribute, "key_type": key_type}
+                        for attribute, key_type in spec.index_keys(index)
                     ],
-                    "projection_type": index["Projection"]["ProjectionType"],
+                    "projection_type": index.projection,
                 }
-                for index in schema["GlobalSecondaryIndexes"]
+                for index in table.indexes
             ],
-            server_side_encryption={"enabled": schema["SSESpecification"]["Enabled"]},
-            ttl={"attribute_name": spec.TTL_ATTRIBUTE, "enabled": True},
-            point_in_time_recovery={"enabled": spec.STATUS_TABLE_PITR},
-            # Environments are disposable by design (DESIGN §2: fully destroyable).
-            deletion_protection_enabled=False,
+            server_side_encryption={"enabled": table.encrypted},
+            ttl={"attribute_name": table.ttl_attribute, "enabled": table.ttl_enabled},
+            point_in_time_recovery={"enabled": table.point_in_time_recovery},
+            deletion_protection_enabled=table.deletion_protection,
             tags=self._tags,
             opts=self._child(),
         )
@@ -530,6 +416,7 @@ class FilePipeline(pulumi.ComponentResource):
     ) -> aws.sfn.StateMachine:
         config = self._config
         retry = self._args.retry
+        settings = spec.STATE_MACHINE
         trust = pulumi.Output.all(account_id, arns.state_machine).apply(
             lambda values: spec.state_machine_assume_role_policy(values[0], values[1])
         )
@@ -561,13 +448,13 @@ class FilePipeline(pulumi.ComponentResource):
         return aws.sfn.StateMachine(
             f"{self._name}-pipeline",
             name=name,
-            type="STANDARD",
+            type=settings.type,
             role_arn=role.arn,
             definition=definition,
             logging_configuration={
-                "level": "ERROR",
-                "include_execution_data": True,
-                "log_destination": log_group.arn.apply(lambda arn: f"{arn}:*"),
+                "level": settings.log_level,
+                "include_execution_data": settings.log_execution_data,
+                "log_destination": log_group.arn.apply(spec.log_destination),
             },
             tags=self._tags,
             # Step Functions checks at creation that the role may deliver the logs.
@@ -582,60 +469,47 @@ class FilePipeline(pulumi.ComponentResource):
     ) -> aws.apigateway.Stage:
         n = self._name
         config = self._config
+        settings = spec.API
         api = aws.apigateway.RestApi(
             f"{n}-api",
             name=name,
-            description="File status of one market-data pipeline environment (IAM-authorized)",
-            endpoint_configuration={"types": "REGIONAL"},
+            description=settings.description,
+            endpoint_configuration={"types": settings.endpoint_type},
             tags=self._tags,
             opts=self._child(),
         )
-        status = aws.apigateway.Resource(
-            f"{n}-api-status",
-            rest_api=api.id,
-            parent_id=api.root_resource_id,
-            path_part="status",
-            opts=self._child(),
-        )
-        status_by_id = aws.apigateway.Resource(
-            f"{n}-api-status-file",
-            rest_api=api.id,
-            parent_id=status.id,
-            path_part="{fileId}",
-            opts=self._child(),
-        )
-        files = aws.apigateway.Resource(
-            f"{n}-api-files",
-            rest_api=api.id,
-            parent_id=api.root_resource_id,
-            path_part="files",
-            opts=self._child(),
-        )
-        routes = {
-            "status": (status_by_id, {"method.request.path.fileId": True}),
-            "files": (files, {"method.request.querystring.key": True}),
-        }
+        # One API Gateway resource per path segment of the routes, parents first.
+        resources: dict[str, aws.apigateway.Resource] = {}
+        for path in resource_paths():
+            parent, _, part = path.rpartition("/")
+            resources[path] = aws.apigateway.Resource(
+                f"{n}-api-{spec.API_RESOURCE_KEYS[path]}",
+                rest_api=api.id,
+                parent_id=resources[parent].id if parent else api.root_resource_id,
+                path_part=part,
+                opts=self._child(),
+            )
         methods: list[aws.apigateway.Method] = []
         integrations: list[aws.apigateway.Integration] = []
-        for route, (resource, parameters) in routes.items():
+        for route in STATUS_ROUTES:
+            resource = resources[route.resource]
             method = aws.apigateway.Method(
-                f"{n}-api-{route}-get",
+                f"{n}-api-{route.key}-{route.method.lower()}",
                 rest_api=api.id,
                 resource_id=resource.id,
-                http_method="GET",
-                # Not public: callers sign with SigV4 and need execute-api:Invoke.
-                authorization="AWS_IAM",
-                request_parameters=parameters,
+                http_method=route.method,
+                authorization=settings.authorization,
+                request_parameters=spec.api_request_parameters(route),
                 opts=self._child(),
             )
             integrations.append(
                 aws.apigateway.Integration(
-                    f"{n}-api-{route}-integration",
+                    f"{n}-api-{route.key}-integration",
                     rest_api=api.id,
                     resource_id=resource.id,
                     http_method=method.http_method,
-                    type="AWS_PROXY",
-                    integration_http_method="POST",
+                    type=settings.integration,
+                    integration_http_method=settings.integration_method,
                     uri=status_function.invoke_arn,
                     opts=self._child(),
                 )
@@ -646,9 +520,8 @@ class FilePipeline(pulumi.ComponentResource):
             f"{n}-api-invoke-status",
             action="lambda:InvokeFunction",
             function=status_function.name,
-            principal="apigateway.amazonaws.com",
-            # This API's GET methods only, in its own stage.
-            source_arn=api.execution_arn.apply(lambda arn: f"{arn}/{spec.API_STAGE}/GET/*"),
+            principal=settings.invoke_principal,
+            source_arn=api.execution_arn.apply(spec.api_invoke_source_arn),
             opts=self._child(),
         )
 
@@ -668,7 +541,7 @@ class FilePipeline(pulumi.ComponentResource):
         deployment = aws.apigateway.Deployment(
             f"{n}-api-deployment",
             rest_api=api.id,
-            description="Status API",
+            description=settings.deployment_description,
             triggers={"redeployment": redeployment},
             opts=self._child(depends_on=[*methods, *integrations]),
         )
@@ -679,7 +552,7 @@ class FilePipeline(pulumi.ComponentResource):
             stage_name=spec.API_STAGE,
             access_log_settings={
                 "destination_arn": access_log_group.arn,
-                "format": API_ACCESS_LOG_FORMAT,
+                "format": settings.access_log_format,
             },
             tags=self._tags,
             opts=self._child(),
@@ -688,15 +561,40 @@ class FilePipeline(pulumi.ComponentResource):
             f"{n}-api-throttling",
             rest_api=api.id,
             stage_name=stage.stage_name,
-            method_path="*/*",
+            method_path=settings.throttled_methods,
             settings={
                 "throttling_rate_limit": config.api_rate_limit,
                 "throttling_burst_limit": config.api_burst_limit,
-                "metrics_enabled": True,
-                # Execution logs would go to a log group API Gateway creates itself, outside the
-                # 7-day retention; the access log above is the API's log.
-                "logging_level": "OFF",
+                "metrics_enabled": settings.metrics_enabled,
+                "logging_level": settings.execution_log_level,
             },
             opts=self._child(),
         )
         return stage
+
+
+def _lifecycle_rule(rule: spec.LifecycleRule) -> Any:
+    """One model lifecycle rule as pulumi-aws's BucketLifecycleConfiguration rule."""
+    rendered: dict[str, Any] = {
+        "id": rule.id,
+        "status": spec.lifecycle_status(rule),
+        "filter": {"prefix": rule.prefix},
+    }
+    storage = spec.ARCHIVE_STORAGE_CLASS
+    if rule.archive_after_days is not None:
+        rendered["transitions"] = [{"days": rule.archive_after_days, "storage_class": storage}]
+    if rule.archive_noncurrent_after_days is not None:
+        rendered["noncurrent_version_transitions"] = [
+            {"noncurrent_days": rule.archive_noncurrent_after_days, "storage_class": storage}
+        ]
+    if rule.expire_after_days is not None:
+        rendered["expiration"] = {"days": rule.expire_after_days}
+    if rule.expire_noncurrent_after_days is not None:
+        rendered["noncurrent_version_expiration"] = {
+            "noncurrent_days": rule.expire_noncurrent_after_days
+        }
+    if rule.abort_multipart_after_days is not None:
+        rendered["abort_incomplete_multipart_upload"] = {
+            "days_after_initiation": rule.abort_multipart_after_days
+        }
+    return rendered

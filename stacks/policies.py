@@ -1,4 +1,4 @@
-"""IAM and resource policies of one pipeline, as JSON documents built from resource ARNs.
+"""IAM and resource policies of one pipeline, as JSON documents built from `naming.pipeline_arns`.
 
 Least privilege: every Allow names its actions (no "*" action) and its resources. The only
 `"Resource": "*"` statements are those AWS requires (Step Functions log delivery).
@@ -6,29 +6,13 @@ Least privilege: every Allow names its actions (no "*" action) and its resources
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
+
+from stacks.naming import STAGE_FUNCTIONS, FunctionName, PipelineArns
 
 PolicyDocument = dict[str, Any]
-Function = Literal["ingest", "validator", "processor", "aggregator", "status"]
-Stage = Literal["validator", "processor", "aggregator"]
 
 _VERSION: Final = "2012-10-17"
-
-
-@dataclass(frozen=True)
-class PipelineArns:
-    """The ARNs the policies refer to. Functions' log group ARNs end without `:*`."""
-
-    bucket: str
-    ingest_queue: str
-    ingest_dlq: str
-    stage_dlqs: dict[Stage, str]
-    status_table: str
-    state_machine: str
-    functions: dict[Function, str]
-    function_log_groups: dict[Function, str]
-    ingest_rule: str
 
 
 def _document(*statements: dict[str, Any]) -> PolicyDocument:
@@ -66,16 +50,16 @@ def state_machine_assume_role_policy(
     )
 
 
-def _logs(arns: PipelineArns, function: Function) -> dict[str, Any]:
+def _logs(arns: PipelineArns, function: FunctionName) -> dict[str, Any]:
     log_group = arns.function_log_groups[function]
     return _allow("WriteOwnLogs", ["logs:CreateLogStream", "logs:PutLogEvents"], [f"{log_group}:*"])
 
 
-def function_policy(function: Function, arns: PipelineArns) -> PolicyDocument:
+def function_policy(function: FunctionName, arns: PipelineArns) -> PolicyDocument:
     """The inline policy of one function's role: only what its handler calls."""
     bucket = arns.bucket
     table = arns.status_table
-    statements: dict[Function, list[dict[str, Any]]] = {
+    statements: dict[FunctionName, list[dict[str, Any]]] = {
         "ingest": [
             _allow(
                 "ConsumeIngestQueue",
@@ -124,7 +108,7 @@ def function_policy(function: Function, arns: PipelineArns) -> PolicyDocument:
 
 
 def state_machine_policy(arns: PipelineArns) -> PolicyDocument:
-    stage_functions = [arns.functions[stage] for stage in ("validator", "processor", "aggregator")]
+    stage_functions = [arns.functions[stage] for stage in STAGE_FUNCTIONS]
     return _document(
         _allow(
             "InvokeStages",

@@ -1,21 +1,38 @@
-"""The pipeline's resources as plain data: names, attributes, environments and policies.
+"""The pipeline's functions as plain data, and the one import of the whole model.
 
-Pure Python (no pulumi import): `stacks.pipeline` turns it into Pulumi resources, the local
-engine applies it to the AWS emulator with boto3, and the tests assert against it, so the three
-can never disagree about a name or a setting.
+Pure Python (no pulumi import). Names and ARNs are `stacks.naming`, every other resource
+property is `stacks.resources`, policies `stacks.policies`, the definition
+`stacks.state_machine`; this module adds the functions (handlers, memory, timeouts, their
+environments, code) and re-exports the rest, so `from stacks import spec` reaches it all.
+`stacks.pipeline` and the emulator's applier only render it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Final
 
-from handlers.core.status_model import OBJECT_KEY_INDEX, TTL_ATTRIBUTE
+from handlers.core.status_model import TTL_ATTRIBUTE
 from stacks.config import PipelineConfig
-from stacks.policies import (
+from stacks.naming import (
+    API_STAGE,
+    FUNCTIONS,
+    QUEUES,
+    STAGE_DLQS,
+    STAGE_FUNCTIONS,
+    FunctionName,
     PipelineArns,
+    PipelineNames,
+    QueueKey,
+    StageName,
+    bucket_suffix,
+    function_arn,
+    function_log_group,
+    names,
+    pipeline_arns,
+)
+from stacks.policies import (
     bucket_policy,
     function_policy,
     ingest_queue_policy,
@@ -23,94 +40,128 @@ from stacks.policies import (
     state_machine_assume_role_policy,
     state_machine_policy,
 )
+from stacks.resources import (
+    API,
+    API_RESOURCE_KEYS,
+    ARCHIVE_STORAGE_CLASS,
+    BUCKET,
+    DLQ_RETENTION_S,
+    FUNCTION_LOG_FORMAT,
+    INCOMING_PREFIX,
+    INGEST_MESSAGE_GROUP,
+    INGEST_RETENTION_S,
+    INGEST_RULE,
+    INGEST_SOURCE,
+    INGEST_TIMEOUT_S,
+    INVENTORY,
+    KEY_TYPE_CODES,
+    RESULTS_PREFIX,
+    STACK_OUTPUTS,
+    STATE_MACHINE,
+    STATUS_TABLE,
+    WORK_PREFIX,
+    InventoryItem,
+    LifecycleRule,
+    QueueSettings,
+    TableSettings,
+    api_invoke_source_arn,
+    api_request_parameters,
+    billing_mode,
+    event_source_response_types,
+    index_keys,
+    ingest_rule_event_pattern,
+    inventory_counts,
+    lifecycle_rules,
+    lifecycle_status,
+    log_destination,
+    queue_settings,
+    redrive_policy,
+    role_policy_name,
+    rule_state,
+    stack_outputs,
+    versioning_status,
+)
 from stacks.state_machine import RetryPolicy, StateMachineTargets, state_machine_definition
 
 __all__ = [
+    "API",
     "API_STAGE",
+    "BUCKET",
+    "DLQ_RETENTION_S",
     "FUNCTIONS",
     "INCOMING_PREFIX",
+    "INGEST_MESSAGE_GROUP",
+    "INGEST_RETENTION_S",
+    "INGEST_RULE",
+    "INGEST_SOURCE",
+    "INVENTORY",
+    "lifecycle_status",
+    "rule_state",
+    "TableSettings",
+    "InventoryItem",
+    "versioning_status",
+    "index_keys",
+    "event_source_response_types",
+    "billing_mode",
+    "api_request_parameters",
+    "api_invoke_source_arn",
+    "KEY_TYPE_CODES",
+    "log_destination",
+    "QueueSettings",
+    "LifecycleRule",
+    "FUNCTION_LOG_FORMAT",
+    "ARCHIVE_STORAGE_CLASS",
+    "API_RESOURCE_KEYS",
+    "inventory_counts",
+    "QUEUES",
     "RESULTS_PREFIX",
     "STACK_OUTPUTS",
+    "STAGE_DLQS",
     "STAGE_FUNCTIONS",
+    "STATE_MACHINE",
+    "STATUS_TABLE",
+    "TTL_ATTRIBUTE",
     "WORK_PREFIX",
     "FunctionName",
-    "bucket_lifecycle_rules",
     "FunctionSpec",
     "PipelineArns",
     "PipelineNames",
+    "QueueKey",
     "RetryPolicy",
+    "StageName",
     "StateMachineTargets",
     "bucket_policy",
-    "dlq_attributes",
+    "bucket_suffix",
+    "function_arn",
+    "function_log_group",
     "execution_timeout_s",
     "function_environment",
+    "function_layers",
     "function_policy",
     "function_specs",
-    "ingest_queue_attributes",
+    "handler_sources",
     "ingest_queue_policy",
     "ingest_rule_event_pattern",
     "lambda_assume_role_policy",
+    "lifecycle_rules",
     "names",
+    "pandas_layer_parameter",
+    "pipeline_arns",
     "powertools_layer_arn",
+    "queue_settings",
     "redrive_policy",
+    "role_policy_name",
+    "stack_outputs",
     "state_machine_assume_role_policy",
     "state_machine_definition",
     "state_machine_policy",
-    "status_table_schema",
-    "TTL_ATTRIBUTE",
-    "STATUS_TABLE_PITR",
 ]
 
-FunctionName = Literal["ingest", "validator", "processor", "aggregator", "status"]
-FUNCTIONS: Final[tuple[FunctionName, ...]] = (
-    "ingest",
-    "validator",
-    "processor",
-    "aggregator",
-    "status",
-)
-StageName = Literal["validator", "processor", "aggregator"]
-STAGE_FUNCTIONS: Final[tuple[StageName, ...]] = ("validator", "processor", "aggregator")
-
-# Object key prefixes (DESIGN §2): uploads, intermediate per-file work, published results.
-INCOMING_PREFIX: Final = "incoming/"
-WORK_PREFIX: Final = "work/"
-RESULTS_PREFIX: Final = "results/"
-
-API_STAGE: Final = "prod"
 LAMBDA_RUNTIME: Final = "python3.13"
 LAMBDA_ARCHITECTURE: Final = "x86_64"
 INGEST_MEMORY_MB: Final = 256
-INGEST_TIMEOUT_S: Final = 30
 STATUS_MEMORY_MB: Final = 256
 STATUS_TIMEOUT_S: Final = 10
-INGEST_BATCH_SIZE: Final = 10
-MAX_RECEIVE_COUNT: Final = 3
-# AWS's guidance for an SQS event source: visibility timeout at least six times the function's.
-VISIBILITY_TIMEOUT_FACTOR: Final = 6
-INGEST_RETENTION_S: Final = 4 * 24 * 3600
-DLQ_RETENTION_S: Final = 14 * 24 * 3600
-# Every event of the ingest FIFO shares one group: order does not matter, one group keeps the
-# EventBridge target simple; throughput is bounded by the batch size and fine for file drops.
-INGEST_MESSAGE_GROUP: Final = "incoming"
-
-# The stack outputs (DESIGN §2, a contract): every engine reports exactly these, all strings.
-STACK_OUTPUTS: Final[tuple[str, ...]] = (
-    "bucketName",
-    "ingestQueueUrl",
-    "ingestDlqUrl",
-    "validatorDlqUrl",
-    "processorDlqUrl",
-    "aggregatorDlqUrl",
-    "statusTableName",
-    "stateMachineArn",
-    "validatorFunctionName",
-    "processorFunctionName",
-    "aggregatorFunctionName",
-    "ingestFunctionName",
-    "statusFunctionName",
-    "apiEndpoint",
-)
 
 # AWS-published Powertools for AWS Lambda (Python) v3 layer; account 017000801446 publishes it
 # in every commercial region. Overridable per environment (config.powertools_layer_arn).
@@ -127,165 +178,35 @@ def powertools_layer_arn(config: PipelineConfig) -> str:
     )
 
 
-@dataclass(frozen=True)
-class PipelineNames:
-    """Every physical name of one environment; all start with `p-{tenant}-{env}`."""
-
-    prefix: str
-    bucket: str
-    ingest_queue: str
-    ingest_dlq: str
-    stage_dlqs: dict[StageName, str]
-    status_table: str
-    state_machine: str
-    state_machine_role: str
-    functions: dict[FunctionName, str]
-    function_roles: dict[FunctionName, str]
-    ingest_rule: str
-    api: str
-    function_log_groups: dict[FunctionName, str]
-    state_machine_log_group: str
-    api_access_log_group: str
+# AWS-published "AWS SDK for pandas" layer: the market-data core's pyarrow (the validator and the
+# processor import it; the other functions do not load it). Pinned to release 3.16.1, whose
+# Python 3.13 layers bundle pyarrow 20.0.0, the version pyproject.toml pins and the tests run:
+# release 3.17.0 (pyarrow 24) is avoided, its Python 3.12-3.14 layers crash on any datetime64
+# (aws/aws-sdk-pandas#3393). Unlike Powertools, one release's layer version number differs per
+# region, so the ARN is not derived here: AWS publishes it per release, region, Python version
+# and architecture as an SSM public parameter, which the Pulumi program reads at deployment
+# (stacks.pipeline). `config.pandas_layer_arn` overrides it (a private copy of the layer).
+PANDAS_LAYER_RELEASE: Final = "3.16.1"
+PANDAS_LAYER_PYTHON: Final = "py3.13"
+# The functions whose code imports pyarrow (handlers.core.marketdata).
+ARROW_FUNCTIONS: Final[tuple[FunctionName, ...]] = ("validator", "processor")
 
 
-def bucket_suffix(account_id: str, region: str) -> str:
-    """Short, stable, and different for every account and region: S3 names are global."""
-    return hashlib.sha256(f"{account_id}:{region}".encode()).hexdigest()[:8]
-
-
-def names(config: PipelineConfig, account_id: str) -> PipelineNames:
-    prefix = f"p-{config.tenant}-{config.environment}"
-    # The status function is "-status-api" so it does not share a name with the status table.
-    functions: dict[FunctionName, str] = {
-        fn: f"{prefix}-{'status-api' if fn == 'status' else fn}" for fn in FUNCTIONS
-    }
-    state_machine = f"{prefix}-pipeline"
-    api = f"{prefix}-api"
-    return PipelineNames(
-        prefix=prefix,
-        bucket=f"{prefix}-{bucket_suffix(account_id, config.region)}",
-        ingest_queue=f"{prefix}-ingest.fifo",
-        ingest_dlq=f"{prefix}-ingest-dlq.fifo",
-        stage_dlqs={stage: f"{prefix}-{stage}-dlq.fifo" for stage in STAGE_FUNCTIONS},
-        status_table=f"{prefix}-status",
-        state_machine=state_machine,
-        state_machine_role=f"{prefix}-sfn-role",
-        functions=functions,
-        function_roles={fn: f"{name}-role" for fn, name in functions.items()},
-        ingest_rule=f"{prefix}-incoming",
-        api=api,
-        function_log_groups={fn: f"/aws/lambda/{name}" for fn, name in functions.items()},
-        state_machine_log_group=f"/aws/vendedlogs/states/{state_machine}",
-        api_access_log_group=f"/aws/apigateway/{api}/access",
+def pandas_layer_parameter(config: PipelineConfig) -> str:
+    """The SSM public parameter that holds the pinned release's layer ARN in this region."""
+    return (
+        f"/aws/service/aws-sdk-pandas/{PANDAS_LAYER_RELEASE}/{config.region}/"
+        f"{PANDAS_LAYER_PYTHON}/{LAMBDA_ARCHITECTURE}/layer-arn"
     )
 
 
-# --- bucket ---------------------------------------------------------------------------------
-
-# Noncurrent versions spend this long in GLACIER before they expire: its minimum storage
-# duration, so expiring them never incurs an early-deletion charge.
-GLACIER_MINIMUM_DAYS: Final = 90
-ABORT_MULTIPART_AFTER_DAYS: Final = 7
-# Per-file intermediates under work/ are deleted by the aggregator; a failed file leaves them.
-WORK_EXPIRATION_DAYS: Final = 7
-
-
-def bucket_lifecycle_rules(config: PipelineConfig) -> list[dict[str, Any]]:
-    """The bucket's lifecycle rules, in boto3's spelling (PutBucketLifecycleConfiguration).
-
-    Everything moves to GLACIER after `glacier_after_days`; nothing current ever expires except
-    abandoned intermediates under work/.
-    """
-    days = config.glacier_after_days
-    return [
-        {
-            "ID": "archive-to-glacier",
-            "Status": "Enabled",
-            "Filter": {"Prefix": ""},
-            "Transitions": [{"Days": days, "StorageClass": "GLACIER"}],
-            "NoncurrentVersionTransitions": [{"NoncurrentDays": days, "StorageClass": "GLACIER"}],
-            "NoncurrentVersionExpiration": {"NoncurrentDays": days + GLACIER_MINIMUM_DAYS},
-            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": ABORT_MULTIPART_AFTER_DAYS},
-        },
-        {
-            "ID": "expire-abandoned-work",
-            "Status": "Enabled",
-            "Filter": {"Prefix": WORK_PREFIX},
-            "Expiration": {"Days": WORK_EXPIRATION_DAYS},
-            "NoncurrentVersionExpiration": {"NoncurrentDays": 1},
-        },
-    ]
-
-
-# --- queues ---------------------------------------------------------------------------------
-
-
-def ingest_queue_attributes() -> dict[str, str]:
-    """SQS attributes of the ingest FIFO queue (the redrive policy is added with the DLQ ARN)."""
-    return {
-        "FifoQueue": "true",
-        "ContentBasedDeduplication": "true",
-        "VisibilityTimeout": str(VISIBILITY_TIMEOUT_FACTOR * INGEST_TIMEOUT_S),
-        "MessageRetentionPeriod": str(INGEST_RETENTION_S),
-    }
-
-
-def dlq_attributes() -> dict[str, str]:
-    """SQS attributes of every dead-letter FIFO queue (ingest and the three stages)."""
-    return {
-        "FifoQueue": "true",
-        "ContentBasedDeduplication": "true",
-        "MessageRetentionPeriod": str(DLQ_RETENTION_S),
-    }
-
-
-def redrive_policy(dlq_arn: str) -> dict[str, Any]:
-    return {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVE_COUNT}
-
-
-def ingest_rule_event_pattern(bucket: str) -> dict[str, Any]:
-    """EventBridge pattern: objects created in this bucket under incoming/."""
-    return {
-        "source": ["aws.s3"],
-        "detail-type": ["Object Created"],
-        "detail": {
-            "bucket": {"name": [bucket]},
-            "object": {"key": [{"prefix": INCOMING_PREFIX}]},
-        },
-    }
-
-
-# --- status table ---------------------------------------------------------------------------
-
-
-# The table's other settings (DESIGN §2) are separate API calls: TTL on `expirationTime`
-# (handlers.core.status_model.TTL_ATTRIBUTE) and point-in-time recovery, both always on.
-STATUS_TABLE_PITR: Final = True
-
-
-def status_table_schema() -> dict[str, Any]:
-    """DynamoDB CreateTable arguments except the table name, in boto3's spelling."""
-    return {
-        "BillingMode": "PAY_PER_REQUEST",
-        "KeySchema": [{"AttributeName": "fileId", "KeyType": "HASH"}],
-        "AttributeDefinitions": [
-            {"AttributeName": "fileId", "AttributeType": "S"},
-            {"AttributeName": "objectKey", "AttributeType": "S"},
-            {"AttributeName": "receivedAt", "AttributeType": "S"},
-        ],
-        "GlobalSecondaryIndexes": [
-            {
-                "IndexName": OBJECT_KEY_INDEX,
-                # Sorted by arrival, so "every version of a key, newest first" is one query.
-                "KeySchema": [
-                    {"AttributeName": "objectKey", "KeyType": "HASH"},
-                    {"AttributeName": "receivedAt", "KeyType": "RANGE"},
-                ],
-                "Projection": {"ProjectionType": "ALL"},
-            }
-        ],
-        "SSESpecification": {"Enabled": True},
-    }
+def function_layers(fn: FunctionName, config: PipelineConfig, pandas_layer: str) -> list[str]:
+    """Powertools for every function; the pandas layer (pyarrow, its ARN resolved by the
+    caller: `config.pandas_layer_arn` or the SSM parameter) for those that import it."""
+    layers = [powertools_layer_arn(config)]
+    if fn in ARROW_FUNCTIONS:
+        layers.append(pandas_layer)
+    return layers
 
 
 # --- functions ------------------------------------------------------------------------------

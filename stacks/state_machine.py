@@ -15,12 +15,13 @@ fails.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from handlers.core.errors import BUSINESS_ERRORS, RETRYABLE_FUNCTION_ERRORS
 from handlers.core.status_model import STATUS_RANK, STATUS_RANK_ATTRIBUTE, FileStatus
+from stacks.naming import STAGE_FUNCTIONS as STAGES
+from stacks.naming import StageName as Stage
 
-Stage = Literal["validator", "processor", "aggregator"]
 State = dict[str, Any]
 
 # Errors of the Lambda service itself (not of the handler); always safe to retry.
@@ -46,8 +47,6 @@ DYNAMODB_TRANSIENT_ERRORS: Final = (
 # Errors whose Cause is the Lambda error payload (JSON with errorMessage): ours, and a function
 # timing out. Any other error's Cause is recorded as it comes.
 JSON_CAUSE_ERRORS: Final = (*BUSINESS_ERRORS, *RETRYABLE_FUNCTION_ERRORS, "Sandbox.Timedout")
-
-STAGES: Final[tuple[Stage, ...]] = ("validator", "processor", "aggregator")
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from starlette.requests import Request
@@ -15,6 +16,8 @@ from provisioner.audit.models import AuditRow
 from provisioner.audit.repository import AuditRepository
 from provisioner.auth.service import Principal
 from provisioner.db import Database, utcnow
+from provisioner.logging import redactor
+from stacks.config import TENANT_PATTERN
 
 log = structlog.get_logger(__name__)
 
@@ -105,6 +108,19 @@ def _store(database: Database, row: AuditRow) -> None:
         AuditRepository(session).add(row)
 
 
+# What an identifier in an audit target may look like (tenant, name, key or operation id,
+# file id); anything else is raw input and is not recorded.
+_SEGMENT: Final = r"[A-Za-z0-9][A-Za-z0-9._:@=-]{0,127}"
+_TARGET: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{0,7}}")
+
+
 def audit_target(request: Request, tenant: str | None, target: str | None) -> None:
-    """What the audit log records as this request's tenant and target."""
+    """What the audit log records as this request's tenant and target: identifiers only
+    (docs/architecture.md §9), since they may be the raw input of a request that fails
+    validation."""
+    if tenant is not None and not TENANT_PATTERN.fullmatch(tenant):
+        tenant = None
+    if target is not None:
+        # The redactor masks anything shaped like an API key, even where an id would be.
+        target = redactor.redact_text(target) if _TARGET.fullmatch(target) else None
     request.state.audit = {"tenant": tenant, "target": target}

@@ -45,8 +45,8 @@ def list_api_keys(
 @router.delete(
     "/api-keys/{key_id}",
     response_model=ApiKeyPublic,
-    responses=error_responses(403, 404),
-    summary="Revoke an API key",
+    responses=error_responses(403, 404, 409),
+    summary="Revoke an API key (not the last active admin key: 409)",
 )
 def revoke_api_key(
     key_id: str, request: Request, _principal: AdminDep, session: SessionDep

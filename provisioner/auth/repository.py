@@ -27,6 +27,17 @@ class ApiKeyRepository:
             select(ApiKeyRow).where(ApiKeyRow.key_hash == key_hash)
         ).one_or_none()
 
+    def active_admin_ids(self, scope: str) -> list[str]:
+        """Ids of unrevoked keys with `scope`, locked until the transaction ends (PostgreSQL),
+        so that two concurrent revokes cannot each leave the other as the last one."""
+        return list(
+            self.session.scalars(
+                select(ApiKeyRow.id)
+                .where(ApiKeyRow.scope == scope, ApiKeyRow.revoked_at.is_(None))
+                .with_for_update()
+            ).all()
+        )
+
     def list(self, *, limit: int, offset: int) -> Sequence[ApiKeyRow]:
         return self.session.scalars(
             select(ApiKeyRow)

@@ -21,7 +21,12 @@ from provisioner.auth.models import ApiKeyRow
 from provisioner.auth.repository import ApiKeyRepository
 from provisioner.config import Settings
 from provisioner.db import Database, utcnow
-from provisioner.errors import AuthenticationError, InvalidRequestError, NotFoundError
+from provisioner.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+)
 from stacks.config import TENANT_PATTERN
 
 log = structlog.get_logger(__name__)
@@ -60,7 +65,7 @@ SCOPE_RULE: Final = 'must be "admin" or "tenant:<tenant id>"'
 def is_valid_scope(scope: str) -> bool:
     return scope == ADMIN_SCOPE or (
         scope.startswith(TENANT_SCOPE_PREFIX)
-        and TENANT_PATTERN.match(scope.removeprefix(TENANT_SCOPE_PREFIX)) is not None
+        and TENANT_PATTERN.fullmatch(scope.removeprefix(TENANT_SCOPE_PREFIX)) is not None
     )
 
 
@@ -107,6 +112,13 @@ class ApiKeys:
         if row is None:
             raise NotFoundError(f"API key {key_id} not found")
         if row.revoked_at is None:
+            if row.scope == ADMIN_SCOPE and self.repository.active_admin_ids(ADMIN_SCOPE) == [
+                row.id
+            ]:
+                raise ConflictError(
+                    f"API key {key_id} is the last active admin key; create another admin key "
+                    "first (PROVISIONER_ADMIN_KEY restores access at the next start)"
+                )
             row.revoked_at = utcnow()
         return row
 
@@ -141,6 +153,7 @@ def ensure_bootstrap_admin_key(settings: Settings, database: Database) -> Path |
                 handle.write(key + "\n")
             generated_at = path.resolve()
     with database.session() as session:
+        database.serialize_startup(session)  # replicas starting together insert it once
         repository = ApiKeyRepository(session)
         row = repository.get(BOOTSTRAP_KEY_ID)
         if row is None:
@@ -154,9 +167,11 @@ def ensure_bootstrap_admin_key(settings: Settings, database: Database) -> Path |
                     created_at=utcnow(),
                 )
             )
-        elif row.key_hash != hash_key(key):
-            # The configured key changed: the old one stops working.
+        elif settings.admin_key is not None or row.key_hash != hash_key(key):
+            # The configured key is the way back in (docs/architecture.md §9): it works again
+            # even if it was revoked; a changed one replaces the old, which stops working.
             row.key_hash = hash_key(key)
             row.prefix = _display_prefix(key)
+            row.scope = ADMIN_SCOPE
             row.revoked_at = None
     return generated_at

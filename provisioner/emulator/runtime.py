@@ -19,16 +19,12 @@ from typing import Final
 
 import structlog
 
+from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.event_source import IngestPoller, lambda_invoker
-from provisioner.emulator.lambda_dispatch import (
-    DEFAULT_ACCOUNT_ID,
-    TIMEOUT_ERROR,
-    InvocationResult,
-    LambdaDispatcher,
-    LocalFunction,
-    pipeline_functions,
-)
+from provisioner.emulator.lambda_dispatch import InvocationResult, LambdaDispatcher
+from provisioner.emulator.lambda_runtime import TIMEOUT_ERROR, LocalFunction, pipeline_functions
+from provisioner.lifeline import die_with_parent, watch_service
 from stacks import spec
 from stacks.config import PipelineConfig
 
@@ -39,9 +35,12 @@ _INVOCATION_GRACE_S: Final = 30.0
 LOCAL_CREDENTIALS: Final = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
 
 
-def prepare_runtime_process(endpoint_url: str, region: str) -> None:
+def prepare_runtime_process(endpoint_url: str, region: str, service_pid: int) -> None:
     """Initializer of a runtime worker: its AWS SDK talks to the emulator, as the functions'
-    would talk to AWS. (A dedicated process, so setting its environment is its own business.)"""
+    would talk to AWS. (A dedicated process, so setting its environment is its own business.)
+    It exits with the service: an idle worker would otherwise wait on its queue forever."""
+    die_with_parent()
+    watch_service(service_pid)
     for name in list(os.environ):
         if name.startswith("AWS_") or name.lower() in ("http_proxy", "https_proxy"):
             del os.environ[name]
@@ -69,13 +68,13 @@ class EnvironmentRuntime:
         self._endpoint_url = endpoint_url
         self._dispatcher = dispatcher
         self._workers = workers
-        self._functions = pipeline_functions(config, account_id=DEFAULT_ACCOUNT_ID)
+        self._functions = pipeline_functions(config, account_id=MOTO_ACCOUNT_ID)
         self._pool = self._new_pool()
         self._pool_lock = threading.Lock()
-        names = spec.names(config, DEFAULT_ACCOUNT_ID)
+        names = spec.names(config, MOTO_ACCOUNT_ID)
         clients = AwsClients.for_endpoint(endpoint_url, region=config.region)
         queue_url = clients.sqs.get_queue_url(QueueName=names.ingest_queue)["QueueUrl"]
-        queue_arn = f"arn:aws:sqs:{config.region}:{DEFAULT_ACCOUNT_ID}:{names.ingest_queue}"
+        queue_arn = spec.pipeline_arns(config, MOTO_ACCOUNT_ID).ingest_queue
         self._poller = IngestPoller(
             clients.sqs,
             queue_url,
@@ -88,7 +87,7 @@ class EnvironmentRuntime:
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=prepare_runtime_process,
-            initargs=(self._endpoint_url, self.config.region),
+            initargs=(self._endpoint_url, self.config.region, os.getpid()),
         )
 
     def start(self) -> None:

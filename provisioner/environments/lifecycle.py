@@ -16,8 +16,10 @@ from provisioner.db import utcnow
 from provisioner.engines.base import EngineEvent, EventType, OperationKind
 from provisioner.environments.models import EnvironmentState
 from provisioner.environments.repository import EnvironmentRepository
+from provisioner.logging import redactor
 from provisioner.operations.models import ACTIVE_OPERATION_STATES, OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
+from provisioner.webhooks.service import enqueue_operation_finished
 
 
 class Outputs(StrEnum):
@@ -105,6 +107,8 @@ def settle(
     """
     operations = OperationRepository(session)
     was_running = operation.state == OperationState.RUNNING
+    # Every recorded reason passes the one redactor (docs/architecture.md §9), whoever produced it.
+    error = redactor.reason(error) if error is not None else None
     if not operations.transition(
         operation.id,
         from_states=from_states,
@@ -126,6 +130,8 @@ def settle(
             data={"state": final_state, "changes": dict(changes or {})},
         ),
     )
+    # The webhook outbox too: the event is delivered if and only if the state committed.
+    enqueue_operation_finished(session, operation)
     environment = EnvironmentRepository(session).get_by_id(operation.environment_id)
     if environment is None:
         return True
@@ -147,6 +153,12 @@ def settle(
     elif final_state == OperationState.CANCELLED and not was_running:
         # Nothing ran: the environment is as it was (a never-created one does not exist).
         environment.state = operation.environment_state_before or EnvironmentState.DESTROYED
+        if environment.state == EnvironmentState.FAILED:
+            # Starting the retry cleared the old reason; the environment is still broken.
+            environment.failure_reason = (
+                f"{kind} {error or 'cancelled'}: the environment is still FAILED from its "
+                "previous operation; retry it"
+            )
     elif transition.changes_infrastructure:
         environment.state = EnvironmentState.FAILED
         environment.failure_reason = f"{kind} {final_state.lower()}: {error or 'no reason given'}"

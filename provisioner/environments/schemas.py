@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +24,11 @@ from stacks.config import (
 )
 
 
+def _anchored(pattern: re.Pattern[str]) -> str:
+    """A full-match pattern as JSON Schema writes it (ECMA `$` allows no trailing newline)."""
+    return f"^(?:{pattern.pattern})$"
+
+
 class EnvironmentCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -30,17 +36,17 @@ class EnvironmentCreate(BaseModel):
     tenant: str = Field(
         description="Tenant id: [a-z][a-z0-9]{0,19}",
         examples=["acme"],
-        json_schema_extra={"pattern": TENANT_PATTERN.pattern},
+        json_schema_extra={"pattern": _anchored(TENANT_PATTERN)},
     )
     name: str = Field(
         description="Environment name: [a-z][a-z0-9-]{0,11}, not ending in '-'",
         examples=["dev"],
-        json_schema_extra={"pattern": ENVIRONMENT_PATTERN.pattern},
+        json_schema_extra={"pattern": _anchored(ENVIRONMENT_PATTERN)},
     )
     region: str = Field(
         default="us-east-1",
         examples=["us-east-1"],
-        json_schema_extra={"pattern": REGION_PATTERN.pattern},
+        json_schema_extra={"pattern": _anchored(REGION_PATTERN)},
     )
     template: str | None = Field(
         default=None,

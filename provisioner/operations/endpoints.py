@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import structlog
 from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from provisioner.audit.middleware import audit_target
+from provisioner.auth.repository import ApiKeyRepository
 from provisioner.auth.service import Principal
 from provisioner.deps import (
     AppStateDep,
@@ -28,11 +31,15 @@ from provisioner.operations.schemas import OperationPublic, event_public, operat
 from provisioner.schemas import Page
 from provisioner.state import AppState
 
+log = structlog.get_logger(__name__)
+
 router = APIRouter(prefix="/operations", tags=["operations"])
 
 _EVENT_BATCH = 500
 # Streams re-check the registry at least this often (events from other replicas).
 _POLL_S = 1.0
+# A stream ends this soon after the key that opened it is revoked (docs/architecture.md §9).
+_KEY_CHECK_S = 2.0
 
 
 @router.get("", response_model=Page[OperationPublic], responses=error_responses())
@@ -102,7 +109,7 @@ async def stream_operation_events(
 ) -> EventSourceResponse:
     await asyncio.to_thread(_load_visible, services, principal, operation_id)
     start = after if after is not None else _parse_event_id(last_event_id)
-    return EventSourceResponse(_events(services, request, operation_id, start), ping=15)
+    return EventSourceResponse(_events(services, request, principal, operation_id, start), ping=15)
 
 
 def _parse_event_id(value: str | None) -> int:
@@ -120,10 +127,16 @@ def _load_visible(services: AppState, principal: Principal, operation_id: str) -
 
 
 async def _events(
-    services: AppState, request: Request, operation_id: str, after: int
+    services: AppState, request: Request, principal: Principal, operation_id: str, after: int
 ) -> AsyncIterator[ServerSentEvent]:
     seq = after
+    key_checked = time.monotonic()
     while True:
+        if time.monotonic() - key_checked >= _KEY_CHECK_S:
+            if not await asyncio.to_thread(_key_active, services, principal.key_id):
+                log.info("operations.stream_key_revoked", operation_id=operation_id)
+                return
+            key_checked = time.monotonic()
         finished, rows = await asyncio.to_thread(_read, services, operation_id, seq)
         for row in rows:
             seq = row.seq
@@ -138,6 +151,12 @@ async def _events(
         if await request.is_disconnected():
             return
         await services.notifier.wait(operation_id, _POLL_S)
+
+
+def _key_active(services: AppState, key_id: str) -> bool:
+    with services.database.session(readonly=True) as session:
+        row = ApiKeyRepository(session).get(key_id)
+        return row is not None and row.revoked_at is None
 
 
 def _read(

@@ -127,6 +127,17 @@ class OperationRepository:
             .values(heartbeat_at=utcnow())
         )
 
+    def heartbeat_runner(self, runner_id: str) -> None:
+        """Every RUNNING operation this runner claimed is alive."""
+        self.session.execute(
+            update(OperationRow)
+            .where(
+                OperationRow.runner_id == runner_id,
+                OperationRow.state == OperationState.RUNNING,
+            )
+            .values(heartbeat_at=utcnow())
+        )
+
     def stale_running(self, heartbeat_before: datetime) -> Sequence[OperationRow]:
         return self.session.scalars(
             select(OperationRow).where(

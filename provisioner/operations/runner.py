@@ -22,6 +22,7 @@ from typing import Final
 
 import structlog
 from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
 
 from provisioner.config import Settings
 from provisioner.db import Database, utcnow
@@ -74,12 +75,17 @@ class OperationRunner:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = threading.Event()
+        self._heartbeat: threading.Thread | None = None
         self._last_reap = 0.0
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         await asyncio.to_thread(self.reap_stale_operations)
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="operation-heartbeat", daemon=True
+        )
+        self._heartbeat.start()
         self._task = asyncio.create_task(self._dispatch_loop(), name="operation-dispatcher")
 
     async def stop(self) -> None:
@@ -95,6 +101,17 @@ class OperationRunner:
         for supervisor in supervisors:
             supervisor.interrupt("the service shut down while the operation ran")
         await asyncio.to_thread(_join_all, supervisors, self.settings.cancel_grace_s + 10)
+
+    def _heartbeat_loop(self) -> None:
+        """The replica's liveness, for every operation it claimed, from the moment of the claim:
+        a supervisor still starting its worker (the first fork can take seconds on a busy
+        machine) must not look dead to the other replicas."""
+        while not self._stopping.wait(self.settings.heartbeat_interval_s):
+            try:
+                with self.database.session() as session:
+                    OperationRepository(session).heartbeat_runner(self.runner_id)
+            except SQLAlchemyError as error:  # the next beat retries; the reaper has slack
+                log.warning("runner.heartbeat_failed", error_type=type(error).__name__)
 
     def wake(self) -> None:
         """Thread-safe: look at the queue now rather than at the next tick."""

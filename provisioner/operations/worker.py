@@ -26,6 +26,7 @@ from provisioner.engines.base import (
     OperationResult,
 )
 from provisioner.errors import EngineError, OperationCancelledError
+from provisioner.lifeline import die_with_parent
 from provisioner.logging import configure_logging, redactor
 
 log = structlog.get_logger(__name__)
@@ -38,8 +39,10 @@ ERROR: Final = "error"
 # What the service sends on the lifeline: stop gracefully. (SIGINT to the process group carries
 # the same request to the Pulumi CLI; this also covers a worker that has not set up its group.)
 CANCEL: Final = "cancel"
-# How long to wait for the engine to stop after the service vanished, before exiting anyway.
-ORPHAN_GRACE_S: Final = 60.0
+# How long the engine may take to stop after the service vanished; then the worker's process
+# group (the Pulumi CLI included) is killed: no child outlives the service
+# (docs/architecture.md §9).
+ORPHAN_GRACE_S: Final = 3.0
 
 
 class WorkerContext:
@@ -56,7 +59,7 @@ class WorkerContext:
 
     def emit(self, event: EngineEvent) -> None:
         payload = asdict(event)
-        payload["message"] = redactor.redact_text(event.message)
+        payload["message"] = redactor.reason(event.message)
         payload["data"] = redactor.redact_value(dict(event.data))
         self._send((EVENT, payload))
 
@@ -82,6 +85,7 @@ def run_worker(
 ) -> None:
     """Entry point of the worker process."""
     os.setpgid(0, 0)
+    die_with_parent()  # the forkserver; the lifeline below covers the service itself
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
     structlog.contextvars.bind_contextvars(operation_id=request.operation_id)
@@ -101,9 +105,10 @@ def run_worker(
         result: OperationResult = engine.run(request, context)
         context._send((RESULT, asdict(result)))
     except OperationCancelledError as error:
-        context._send((ERROR, {"code": error.code, "detail": error.detail, "cancelled": True}))
+        detail = redactor.reason(error.detail)
+        context._send((ERROR, {"code": error.code, "detail": detail, "cancelled": True}))
     except EngineError as error:
-        context._send((ERROR, {"code": error.code, "detail": redactor.redact_text(error.detail)}))
+        context._send((ERROR, {"code": error.code, "detail": redactor.reason(error.detail)}))
     except Exception as error:  # the process boundary: record why the operation failed
         log.exception("worker.engine_crashed", error_type=type(error).__name__)
         detail = f"the engine failed unexpectedly ({type(error).__name__}); see the service log"
@@ -129,6 +134,13 @@ def _watch_lifeline(lifeline: Connection, cancel: threading.Event) -> None:
         os.killpg(os.getpgid(0), signal.SIGINT)
     except OSError:
         pass
-    timer = threading.Timer(ORPHAN_GRACE_S, lambda: os._exit(3))
+    timer = threading.Timer(ORPHAN_GRACE_S, _kill_own_group)
     timer.daemon = True
     timer.start()
+
+
+def _kill_own_group() -> None:
+    try:
+        os.killpg(os.getpgid(0), signal.SIGKILL)  # the engine's subprocesses, then us
+    finally:
+        os._exit(3)

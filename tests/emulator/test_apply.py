@@ -9,13 +9,13 @@ import pytest
 
 from provisioner.emulator.apply import (
     AwsClients,
+    Phase,
+    ResourceProgress,
     apply_pipeline,
     destroy_pipeline,
-    pipeline_arns,
     planned_resources,
 )
 from provisioner.emulator.lambda_dispatch import LambdaDispatcher
-from provisioner.engines.base import EngineEvent, EventType
 from provisioner.errors import EngineError, OperationCancelledError
 from stacks import spec
 from stacks.config import PipelineConfig
@@ -26,14 +26,14 @@ API = "http://127.0.0.1:8000/environments/acme/dev/api"
 RETRY = RetryPolicy(interval_s=1, max_attempts=2, backoff_rate=1.0, max_delay_s=1)
 
 
-def _apply(config: PipelineConfig, clients: AwsClients, **options: Any) -> list[EngineEvent]:
-    events: list[EngineEvent] = []
+def _apply(config: PipelineConfig, clients: AwsClients, **options: Any) -> list[ResourceProgress]:
+    events: list[ResourceProgress] = []
     apply_pipeline(config, clients, api_endpoint=API, on_event=events.append, **options)
     return events
 
 
-def _finished(events: list[EngineEvent]) -> list[EngineEvent]:
-    return [event for event in events if event.type is EventType.RESOURCE_FINISHED]
+def _finished(events: list[ResourceProgress]) -> list[ResourceProgress]:
+    return [event for event in events if event.phase is Phase.FINISHED]
 
 
 def _queue(clients: AwsClients, name: str) -> tuple[str, dict[str, str]]:
@@ -84,7 +84,7 @@ def _snapshot(config: PipelineConfig, clients: AwsClients) -> dict[str, Any]:
         },
         "queue": _queue(clients, names.ingest_queue)[1]["LastModifiedTimestamp"],
         "machine": clients.stepfunctions.describe_state_machine(
-            stateMachineArn=pipeline_arns(config, ACCOUNT).state_machine
+            stateMachineArn=spec.pipeline_arns(config, ACCOUNT).state_machine
         ).get("updateDate"),
     }
 
@@ -95,7 +95,7 @@ def test_second_apply_changes_nothing(config: PipelineConfig, clients: AwsClient
     events = _apply(config, clients)
     assert {event.step for event in events} == {"same"}
     assert len(_finished(events)) == len(planned_resources(config))
-    assert all(event.data["changes"] == [] for event in events)
+    assert all(event.changes == () for event in events)
     assert _snapshot(config, clients) == before
     assert apply_pipeline(config, clients, api_endpoint=API) == first
 
@@ -107,7 +107,7 @@ def test_changed_settings_update_only_what_differs(
     names = spec.names(config, ACCOUNT)
     changed = config.model_copy(update={"max_bad_row_ratio": 0.05, "log_retention_days": 14})
     updates = {
-        event.resource: event.data["changes"]
+        event.resource: list(event.changes or ())
         for event in _finished(_apply(changed, clients))
         if event.step != "same"
     }
@@ -133,7 +133,7 @@ def test_removed_caller_tag_is_removed(config: PipelineConfig, clients: AwsClien
     retagged = config.model_copy(update={"tags": {"Owner": "ops"}})
     events = _finished(_apply(retagged, clients))
     assert [e.resource for e in events if e.step != "update"] == []
-    assert all(event.data["changes"] == ["tags"] for event in events)
+    assert all(event.changes == ("tags",) for event in events)
     names = spec.names(config, ACCOUNT)
     url, _ = _queue(clients, names.ingest_queue)
     assert clients.sqs.list_queue_tags(QueueUrl=url)["Tags"] == retagged.resource_tags()
@@ -162,7 +162,7 @@ def test_drift_is_repaired(config: PipelineConfig, clients: AwsClients) -> None:
         ),
     )
     updates = {
-        event.resource: event.data["changes"]
+        event.resource: list(event.changes or ())
         for event in _finished(_apply(config, clients))
         if event.step != "same"
     }
@@ -230,7 +230,7 @@ def test_destroy_removes_one_environment_and_only_that(
     clients.s3.delete_object(Bucket=bucket, Key="incoming/a.csv")
     clients.s3.create_multipart_upload(Bucket=bucket, Key="incoming/big.csv")
 
-    events: list[EngineEvent] = []
+    events: list[ResourceProgress] = []
     destroy_pipeline(config, clients, on_event=events.append)
 
     assert {e.step for e in _finished(events)} == {"delete"}
@@ -255,7 +255,7 @@ def test_destroy_removes_one_environment_and_only_that(
 def test_destroy_of_an_absent_environment_succeeds(
     config: PipelineConfig, clients: AwsClients
 ) -> None:
-    events: list[EngineEvent] = []
+    events: list[ResourceProgress] = []
     destroy_pipeline(config, clients, on_event=events.append)
     assert {e.step for e in _finished(events)} == {"same"}
     assert all("already absent" in e.message for e in _finished(events))
@@ -275,7 +275,7 @@ def test_reapply_after_destroy_recreates_everything(
 
 
 def test_should_stop_cancels_between_resources(config: PipelineConfig, clients: AwsClients) -> None:
-    events: list[EngineEvent] = []
+    events: list[ResourceProgress] = []
 
     def stop_after_three() -> bool:
         return len(_finished(events)) >= 3
@@ -298,10 +298,10 @@ def test_an_incompatible_existing_resource_fails_the_apply(
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
         AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
     )
-    events: list[EngineEvent] = []
+    events: list[ResourceProgress] = []
     with pytest.raises(EngineError, match="does not replace tables"):
         apply_pipeline(config, clients, api_endpoint=API, on_event=events.append)
-    failed = [e for e in events if e.type is EventType.RESOURCE_FAILED]
+    failed = [e for e in events if e.phase is Phase.FAILED]
     assert [(e.resource, e.resource_type) for e in failed] == [(name, "aws:dynamodb/table:Table")]
 
 

@@ -21,13 +21,13 @@ from moto import mock_aws
 
 from provisioner.emulator.apply import (
     AwsClients,
+    Phase,
+    ResourceProgress,
     apply_pipeline,
     handlers_archive,
-    pipeline_arns,
     planned_resources,
 )
 from provisioner.emulator.server import EMULATOR_CONFIG
-from provisioner.engines.base import EngineEvent, EventType
 from stacks import spec
 from stacks.config import PipelineConfig
 from stacks.state_machine import RetryPolicy
@@ -43,7 +43,7 @@ class Applied:
     config: PipelineConfig
     clients: AwsClients
     outputs: dict[str, str]
-    events: list[EngineEvent]
+    events: list[ResourceProgress]
 
 
 @pytest.fixture(scope="module")
@@ -53,15 +53,15 @@ def env() -> Iterator[Applied]:
         fake_aws_environment(monkeypatch)
         with mock_aws(config=EMULATOR_CONFIG):  # type: ignore[arg-type]
             clients = AwsClients.from_session(region=REGION)
-            events: list[EngineEvent] = []
+            events: list[ResourceProgress] = []
             outputs = apply_pipeline(
                 config, clients, api_endpoint=API, on_event=events.append, retry=RETRY
             )
             yield Applied(config, clients, outputs, events)
 
 
-def _finished(events: list[EngineEvent]) -> list[EngineEvent]:
-    return [event for event in events if event.type is EventType.RESOURCE_FINISHED]
+def _finished(events: list[ResourceProgress]) -> list[ResourceProgress]:
+    return [event for event in events if event.phase is Phase.FINISHED]
 
 
 def _queue(clients: AwsClients, name: str) -> tuple[str, dict[str, str]]:
@@ -93,7 +93,7 @@ def test_apply_returns_the_stack_outputs(env: Applied) -> None:
 def test_events_cover_every_planned_resource(env: Applied) -> None:
     config, events = env.config, env.events
     planned = planned_resources(config)
-    started = [e for e in events if e.type is EventType.RESOURCE_STARTED]
+    started = [e for e in events if e.phase is Phase.STARTED]
     finished = _finished(events)
     assert [(e.resource, e.resource_type) for e in finished] == [(r.name, r.type) for r in planned]
     assert [e.resource for e in started] == [r.name for r in planned]
@@ -114,7 +114,7 @@ def test_events_cover_every_planned_resource(env: Applied) -> None:
 def test_queues_match_the_spec(env: Applied) -> None:
     config, clients = env.config, env.clients
     names = spec.names(config, ACCOUNT)
-    arns = pipeline_arns(config, ACCOUNT)
+    arns = spec.pipeline_arns(config, ACCOUNT)
 
     url, ingest = _queue(clients, names.ingest_queue)
     assert ingest["FifoQueue"] == "true"
@@ -191,7 +191,7 @@ def test_rule_matches_the_spec(env: Applied) -> None:
     assert json.loads(rule["EventPattern"]) == spec.ingest_rule_event_pattern(names.bucket)
     assert rule["State"] == "ENABLED"
     (target,) = clients.events.list_targets_by_rule(Rule=names.ingest_rule)["Targets"]
-    assert target["Arn"] == pipeline_arns(config, ACCOUNT).ingest_queue
+    assert target["Arn"] == spec.pipeline_arns(config, ACCOUNT).ingest_queue
     assert target["SqsParameters"] == {"MessageGroupId": spec.INGEST_MESSAGE_GROUP}
     tags = clients.events.list_tags_for_resource(ResourceARN=rule["Arn"])["Tags"]
     assert _tags(tags) == config.resource_tags()
@@ -200,7 +200,7 @@ def test_rule_matches_the_spec(env: Applied) -> None:
 def test_functions_match_the_spec(env: Applied) -> None:
     config, clients = env.config, env.clients
     names = spec.names(config, ACCOUNT)
-    arns = pipeline_arns(config, ACCOUNT)
+    arns = spec.pipeline_arns(config, ACCOUNT)
     code_sha = base64.b64encode(hashlib.sha256(handlers_archive()).digest()).decode()
     for fn, fn_spec in spec.function_specs(config).items():
         function = clients.lambda_.get_function(FunctionName=names.functions[fn])
@@ -233,7 +233,7 @@ def test_handlers_archive_is_the_package_and_deterministic() -> None:
 def test_roles_carry_the_spec_policies(env: Applied) -> None:
     config, clients = env.config, env.clients
     names = spec.names(config, ACCOUNT)
-    arns = pipeline_arns(config, ACCOUNT)
+    arns = spec.pipeline_arns(config, ACCOUNT)
     for fn in spec.FUNCTIONS:
         role_name = names.function_roles[fn]
         role = clients.iam.get_role(RoleName=role_name)["Role"]
@@ -260,7 +260,7 @@ def test_roles_carry_the_spec_policies(env: Applied) -> None:
 def test_state_machine_is_the_spec_definition(env: Applied) -> None:
     config, clients, outputs = env.config, env.clients, env.outputs
     names = spec.names(config, ACCOUNT)
-    arns = pipeline_arns(config, ACCOUNT)
+    arns = spec.pipeline_arns(config, ACCOUNT)
     machine = clients.stepfunctions.describe_state_machine(
         stateMachineArn=outputs["stateMachineArn"]
     )
@@ -305,7 +305,7 @@ def test_log_groups_and_mapping_match_the_spec(env: Applied) -> None:
     (mapping,) = clients.lambda_.list_event_source_mappings(FunctionName=names.functions["ingest"])[
         "EventSourceMappings"
     ]
-    assert mapping["EventSourceArn"] == pipeline_arns(config, ACCOUNT).ingest_queue
+    assert mapping["EventSourceArn"] == spec.pipeline_arns(config, ACCOUNT).ingest_queue
     assert mapping["BatchSize"] == 10
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping["State"] == "Enabled"

@@ -6,13 +6,15 @@ import hashlib
 import json
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
 from aws_lambda_powertools.utilities.data_classes import S3EventBridgeNotificationEvent
 
-from provisioner.emulator.apply import AwsClients
+from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator.apply import AwsClients, queue_attributes
 from provisioner.emulator.event_source import (
     MOTO_S3_EVENT_ID,
     IngestPoller,
@@ -20,8 +22,10 @@ from provisioner.emulator.event_source import (
     lambda_invoker,
     poll_once,
 )
-from provisioner.emulator.lambda_dispatch import InvocationResult, LambdaDispatcher, handler_invoker
+from provisioner.emulator.lambda_dispatch import InvocationResult, LambdaDispatcher
+from provisioner.emulator.lambda_runtime import handler_invoker
 from stacks import spec
+from stacks.config import PipelineConfig
 from tests.emulator.test_lambda_dispatch import _create_function
 
 Event = dict[str, Any]
@@ -58,16 +62,25 @@ def _fail_poison(event: Event) -> InvocationResult:
     )
 
 
+def _attributes(key: spec.QueueKey) -> dict[Any, str]:
+    """The model's attributes of a queue, without its redrive and policy (named for another)."""
+    settings = replace(
+        spec.queue_settings()[key], dead_letter_queue=None, accepts_ingest_rule=False
+    )
+    arns = spec.pipeline_arns(PipelineConfig(tenant="acme", environment="dev"), MOTO_ACCOUNT_ID)
+    return dict(queue_attributes(settings, arns))
+
+
 def _fifo_queue(clients: AwsClients, name: str) -> tuple[str, str, str]:
     """A FIFO queue with a DLQ after 3 receives (the spec's redrive); returns url, arn, dlq url."""
     dlq_url = clients.sqs.create_queue(
-        QueueName=f"{name}-dlq.fifo", Attributes=spec.dlq_attributes()
+        QueueName=f"{name}-dlq.fifo", Attributes=_attributes("ingest-dlq")
     )["QueueUrl"]
     dlq_arn = clients.sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])[
         "Attributes"
     ]["QueueArn"]
     attributes = {
-        **spec.ingest_queue_attributes(),
+        **_attributes("ingest"),
         "RedrivePolicy": json.dumps(spec.redrive_policy(dlq_arn)),
     }
     url = clients.sqs.create_queue(QueueName=f"{name}.fifo", Attributes=attributes)["QueueUrl"]

@@ -20,9 +20,8 @@ from provisioner.emulator.lambda_dispatch import (
     InvocationResult,
     LambdaDispatcher,
     function_key,
-    handler_invoker,
-    invoke_handler,
 )
+from provisioner.emulator.lambda_runtime import handler_invoker, invoke_handler
 from tests.emulator import standin_handlers
 
 STANDIN = "tests.emulator.standin_handlers"

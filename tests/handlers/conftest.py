@@ -17,8 +17,9 @@ from moto import mock_aws
 
 from handlers.core import runtime
 from handlers.core.ids import file_id
+from provisioner.emulator.apply import table_create_args
 from stacks.config import PipelineConfig
-from stacks.spec import FUNCTIONS, FunctionName, function_environment, names, status_table_schema
+from stacks.spec import FUNCTIONS, STATUS_TABLE, FunctionName, function_environment, names
 
 EVENTS = Path(__file__).resolve().parents[1] / "events"
 REGION = "eu-west-1"
@@ -121,7 +122,7 @@ def bucket(aws: None) -> str:
 def status_table(aws: None) -> str:
     """The status table exactly as the stack creates it (stacks.spec)."""
     boto3.client("dynamodb", region_name=REGION).create_table(
-        TableName=TABLE, **status_table_schema()
+        TableName=TABLE, **table_create_args(STATUS_TABLE)
     )
     return TABLE
 

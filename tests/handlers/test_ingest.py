@@ -174,3 +174,21 @@ def test_the_correlation_id_is_the_file_id(
     failures = [line for line in lines if line["level"] in ("WARNING", "ERROR")]
     assert failures
     assert all("correlation_id" not in line for line in failures)
+
+
+@pytest.mark.parametrize("key", ["incoming/", "incoming/2026/11/"])
+def test_a_folder_marker_is_ignored_not_failed_as_an_empty_file(
+    key: str, state_machine: str, lambda_context: LambdaContext
+) -> None:
+    # The console's "Create folder" puts a zero-byte object whose key ends in '/'.
+    marker = s3_event(key)
+    marker["detail"]["object"]["size"] = 0
+    real = s3_event("incoming/trades.csv")
+    response = ingest.lambda_handler(
+        sqs_batch(json.dumps(marker), json.dumps(real)), lambda_context
+    )
+    assert response == {"batchItemFailures": []}
+    assert status(file_id(BUCKET, key, "v-1")) is None
+    assert [e["name"] for e in executions(state_machine)] == [
+        file_id(BUCKET, "incoming/trades.csv", "v-1")
+    ]

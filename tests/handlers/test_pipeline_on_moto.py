@@ -26,7 +26,8 @@ from moto import mock_aws
 from handlers.core import runtime
 from provisioner.emulator.apply import AwsClients, apply_pipeline
 from provisioner.emulator.event_source import lambda_invoker, poll_once
-from provisioner.emulator.lambda_dispatch import LambdaDispatcher, pipeline_invokers
+from provisioner.emulator.lambda_dispatch import LambdaDispatcher
+from provisioner.emulator.lambda_runtime import pipeline_invokers
 from provisioner.emulator.server import EMULATOR_CONFIG
 from stacks import spec
 from stacks.config import PipelineConfig

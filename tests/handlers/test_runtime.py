@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,11 +14,13 @@ from handlers.core import runtime
 from handlers.core.errors import BUSINESS_ERRORS, ConfigurationError
 from handlers.core.s3stream import iter_object
 from handlers.core.status_store import StatusStore
+from stacks.spec import ARROW_FUNCTIONS
 from tests.handlers.conftest import Uploaded
 
 PACKAGE = Path(__file__).resolve().parents[2] / "handlers"
-# What the Lambda zip may rely on: the standard library, the runtime's boto3, the Powertools layer.
-ALLOWED_ROOTS = {"boto3", "botocore", "aws_lambda_powertools", "handlers"}
+# What the Lambda zip may rely on: the standard library, the runtime's boto3, the Powertools layer
+# and the AWS SDK for pandas layer (pyarrow; stacks.spec.pandas_layer_arn).
+ALLOWED_ROOTS = {"boto3", "botocore", "aws_lambda_powertools", "pyarrow", "handlers"}
 
 
 def runtime_imports(path: Path) -> set[str]:
@@ -114,3 +117,23 @@ def test_streaming_starts_only_when_consumed(
     assert calls == []
     assert next(chunks) == b"x"
     assert calls == ["s3"]
+
+
+@pytest.mark.parametrize(
+    ("module", "loads_arrow"),
+    [
+        ("handlers.validator", True),
+        ("handlers.processor", True),
+        ("handlers.aggregator", False),
+        ("handlers.ingest", False),
+        ("handlers.status_api", False),
+    ],
+)
+def test_only_the_arrow_functions_load_pyarrow(module: str, loads_arrow: bool) -> None:
+    """Only the validator and processor get the AWS SDK for pandas layer (stacks.spec)."""
+    code = f"import sys, {module}; print('pyarrow' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
+    )
+    assert done.stdout.strip() == str(loads_arrow)
+    assert set(ARROW_FUNCTIONS) == {"validator", "processor"}

@@ -4,7 +4,8 @@ The script travels in the environment's tags (so it reaches the worker process w
 request): `script-resources`, `script-delay`, `script-fail-at`, `script-gate` (a file the
 engine waits for before finishing), `script-ignore-cancel`, `script-say-file` (a file whose
 text the engine emits as a diagnostic, e.g. to check that secrets in it are redacted),
-`script-log` (a file each run appends to), `script-pid` (a file the worker writes its pid to).
+`script-log` (a file each run appends to), `script-pid` (a file the worker writes its pid to),
+`script-error-file` (a file whose text the engine fails with, e.g. an emulator's error page).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class ScriptedEngine:
                 handle.write(json.dumps({"kind": request.kind, "recover": request.recover}) + "\n")
         if say := script.get("script-say-file"):
             context.emit(EngineEvent(EventType.DIAGNOSTIC, Path(say).read_text(), severity="info"))
+        if error_file := script.get("script-error-file"):
+            raise EngineError(Path(error_file).read_text())
         context.expect_resources(resources)
         for index in range(1, resources + 1):
             if context.cancel_requested.is_set() and not ignore_cancel:

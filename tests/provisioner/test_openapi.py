@@ -89,4 +89,8 @@ def test_openapi_documents_every_route(tmp_path: Path) -> None:
         "/admin/audit",
         "/admin/api-keys",
         "/admin/api-keys/{key_id}",
+        "/admin/webhooks",
+        "/admin/webhooks/{webhook_id}",
+        "/admin/webhooks/{webhook_id}/deliveries",
+        "/admin/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
     } <= paths

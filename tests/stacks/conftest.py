@@ -12,12 +12,16 @@ from stacks.config import PipelineConfig
 from tests.stacks.mocks import Deployment, deploy
 
 CALLER_TAGS = {"CostCenter": "42", "Desk": "equities/eu"}
+PANDAS_LAYER = "arn:aws:lambda:us-east-1:336392948345:layer:AWSSDKPandas-Python313:99"
 
 
 @pytest.fixture(scope="session")
 def config() -> PipelineConfig:
-    """The defaults of DESIGN §2, with caller tags."""
-    return PipelineConfig(tenant="acme", environment="dev", tags=CALLER_TAGS)
+    """The defaults of DESIGN §2, with caller tags (and an explicit pandas layer; the
+    default, AWS's SSM public parameter, is tested in test_pipeline_functions)."""
+    return PipelineConfig(
+        tenant="acme", environment="dev", tags=CALLER_TAGS, pandas_layer_arn=PANDAS_LAYER
+    )
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +41,7 @@ def custom_config() -> PipelineConfig:
         api_burst_limit=400,
         max_bad_row_ratio=0.05,
         powertools_layer_arn="arn:aws:lambda:eu-west-1:111122223333:layer:powertools:3",
+        pandas_layer_arn="arn:aws:lambda:eu-west-1:111122223333:layer:pandas:5",
         tags={"Owner": "ops"},
     )
 

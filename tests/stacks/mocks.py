@@ -26,6 +26,8 @@ ACCOUNT_ID = "123456789012"
 PARTITION = "aws"
 PROJECT = "market-data-pipeline"
 CALLER_IDENTITY = "aws:index/getCallerIdentity:getCallerIdentity"
+SSM_PARAMETER_INVOKE = "aws:ssm/getParameter:getParameter"
+PANDAS_LAYER_NAME = "AWSSDKPandas-Python313"
 PARTITION_INVOKE = "aws:index/getPartition:getPartition"
 AWS_PROVIDER_TYPE = "pulumi:providers:aws"
 STACK_TYPE = "pulumi:pulumi:Stack"
@@ -98,6 +100,20 @@ class AwsMocks(Mocks):
                 "dnsSuffix": "amazonaws.com",
                 "id": self.partition,
                 "reverseDnsPrefix": "com.amazonaws",
+            }, []
+        if args.token == SSM_PARAMETER_INVOKE:
+            # AWS's public parameters of the AWS SDK for pandas layer hold the region's ARN.
+            name = str(args.args["name"])
+            region = name.split("/")[5]
+            return {
+                "id": name,
+                "name": name,
+                "type": "String",
+                "value": f"arn:aws:lambda:{region}:336392948345:layer:{PANDAS_LAYER_NAME}:42",
+                "version": 1,
+                "withDecryption": True,
+                "arn": f"arn:{self.partition}:ssm:{region}::parameter{name}",
+                "insecureValue": "",
             }, []
         raise NotImplementedError(f"the mocks do not answer the invoke {args.token}")
 

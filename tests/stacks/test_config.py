@@ -60,6 +60,9 @@ def test_defaults_follow_the_design() -> None:
         ("api_burst_limit", 5001),
         ("stage_timeout_s", 0),
         ("powertools_layer_arn", 3),
+        ("pandas_layer_arn", "arn:aws:lambda:us-east-1:336392948345:layer:AWSSDKPandas-Python313"),
+        ("pandas_layer_arn", "arn:aws:lambda:us-east-1:336392948345:layer:x:1\n"),
+        ("pandas_layer_arn", " arn:aws:lambda:us-east-1:336392948345:layer:x:1"),
     ],
 )
 def test_invalid_values_name_the_field(field: str, value: object) -> None:
@@ -89,3 +92,52 @@ def test_resource_tags_put_ours_first_and_keep_callers() -> None:
         "ManagedBy": "market-data-provisioner",
         "CostCenter": "42",
     }
+
+
+_LAYER = (
+    "arn:aws:lambda:us-east-1:017000801446:layer:AWSLambdaPowertoolsPythonV3-python312-x86_64:7"
+)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        # A trailing newline passed `^…$` patterns; no engine can create or delete such names.
+        ("tenant", "acme\n"),
+        ("environment", "dev\n"),
+        ("region", "us-east-1\n"),
+        ("powertools_layer_arn", _LAYER + "\n"),
+        ("team", "ops\n"),
+        # Shaped like a region, but not one of the partition's.
+        ("region", "xx-fake-1"),
+        ("region", "us-east-99"),
+        # Reserved keys and each other, case-insensitively (AWS: "Duplicate tag keys").
+        ("tags", {"tenant": "x"}),
+        ("tags", {"MANAGEDBY": "x"}),
+        ("tags", {"CostCenter": "1", "costcenter": "2"}),
+        ("tags", {"AWS:thing": "x"}),
+        # AWS's tag characters: letters, digits, spaces and _ . : / = + - @ only.
+        ("tags", {"tab\tkey": "v"}),
+        ("tags", {"key": "new\nline"}),
+        ("tags", {"key": "tab\tvalue"}),
+        ("tags", {"key": "semi;colon"}),
+        ("tags", {"k" * 129: "v"}),
+        ("tags", {"key": "v" * 257}),
+    ],
+)
+def test_values_no_engine_accepts_are_refused(field: str, value: object) -> None:
+    base: dict[str, object] = {"tenant": "acme", "environment": "dev", field: value}
+    with pytest.raises(ValidationError) as caught:
+        PipelineConfig.model_validate(base)
+    assert field in _error_fields(caught.value)
+
+
+def test_real_regions_and_tag_characters_are_accepted() -> None:
+    config = PipelineConfig(
+        tenant="acme",
+        environment="dev",
+        region="eu-west-2",
+        powertools_layer_arn=_LAYER,
+        tags={"Cost Center": "a_b.c:d/e=f+g-h@i", "Ünïcode": "日本", "k" * 128: "v" * 256},
+    )
+    assert config.region == "eu-west-2"

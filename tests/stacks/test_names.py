@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from stacks import spec
 from stacks.config import ENVIRONMENT_PATTERN, TENANT_PATTERN, PipelineConfig
+from tests.stacks.conftest import PANDAS_LAYER
 from tests.stacks.mocks import (
     ACCOUNT_ID,
     BUCKET,
@@ -28,9 +29,12 @@ from tests.stacks.mocks import (
 )
 
 LONGEST = [
-    PipelineConfig(tenant="a" * 20, environment="b" * 12),
+    PipelineConfig(tenant="a" * 20, environment="b" * 12, pandas_layer_arn=PANDAS_LAYER),
     PipelineConfig(
-        tenant="z" + "9" * 19, environment="e" + "-" * 10 + "z", region="ap-southeast-2"
+        tenant="z" + "9" * 19,
+        environment="e" + "-" * 10 + "z",
+        region="ap-southeast-2",
+        pandas_layer_arn=PANDAS_LAYER,
     ),
 ]
 

@@ -17,13 +17,16 @@ from tests.stacks.mocks import (
     EVENT_SOURCE_MAPPING,
     FUNCTION,
     LOG_GROUP,
+    PANDAS_LAYER_NAME,
     QUEUE,
     ROLE,
     ROLE_POLICY,
+    SSM_PARAMETER_INVOKE,
     STATE_MACHINE,
     TABLE,
     Deployment,
     RegisteredResource,
+    deploy,
 )
 
 STAGES = ("validator", "processor", "aggregator")
@@ -127,17 +130,50 @@ def test_functions_use_the_regions_powertools_layer(
     deployment: Deployment, config: PipelineConfig
 ) -> None:
     for function in deployment.of_type(FUNCTION):
-        assert function.inputs["layers"] == [
+        assert function.inputs["layers"][0] == (
             "arn:aws:lambda:us-east-1:017000801446:layer:"
             "AWSLambdaPowertoolsPythonV3-python313-x86_64:27"
-        ]
+        )
 
 
 def test_powertools_layer_can_be_overridden(
     custom_deployment: Deployment, custom_config: PipelineConfig
 ) -> None:
     for function in custom_deployment.of_type(FUNCTION):
-        assert function.inputs["layers"] == [custom_config.powertools_layer_arn]
+        assert function.inputs["layers"][0] == custom_config.powertools_layer_arn
+
+
+def test_only_the_validator_and_processor_load_the_pandas_layer(
+    deployment: Deployment, config: PipelineConfig
+) -> None:
+    for fn in spec.FUNCTIONS:
+        layers = _function(deployment, config, fn).inputs["layers"]
+        if fn in ("validator", "processor"):
+            assert layers[1:] == [config.pandas_layer_arn]
+        else:
+            assert len(layers) == 1
+
+
+def test_pandas_layer_defaults_to_aws_published_arn_of_the_pinned_release() -> None:
+    config = PipelineConfig(tenant="acme", environment="dev", region="eu-central-2")
+    assert spec.pandas_layer_parameter(config) == (
+        "/aws/service/aws-sdk-pandas/3.16.1/eu-central-2/py3.13/x86_64/layer-arn"
+    )
+    deployment = deploy(config)
+    calls = [c for c in deployment.calls if c.token == SSM_PARAMETER_INVOKE]
+    assert {c.args["name"] for c in calls} == {spec.pandas_layer_parameter(config)}
+    for fn in spec.ARROW_FUNCTIONS:
+        assert _function(deployment, config, fn).inputs["layers"][1] == (
+            f"arn:aws:lambda:eu-central-2:336392948345:layer:{PANDAS_LAYER_NAME}:42"
+        )
+    assert len(_function(deployment, config, "aggregator").inputs["layers"]) == 1
+
+
+def test_an_explicit_pandas_layer_is_used_without_looking_it_up(
+    deployment: Deployment, config: PipelineConfig
+) -> None:
+    assert config.pandas_layer_arn is not None
+    assert not [c for c in deployment.calls if c.token == SSM_PARAMETER_INVOKE]
 
 
 # --- code ----------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 from stacks import program
 from stacks.config import PipelineConfig
 from stacks.pipeline import CHILD_RESOURCE_COUNTS, TYPE_TOKEN
+from tests.stacks.conftest import PANDAS_LAYER
 from tests.stacks.mocks import AWS_PROVIDER_TYPE, Deployment, deploy
 
 # DESIGN §2, "Stack outputs (contract)", copied here on purpose: changing the contract must
@@ -91,7 +92,9 @@ def test_region_never_comes_from_the_ambient_environment(
     # pulumi-aws falls back to these when the provider is given no region.
     monkeypatch.setenv("AWS_REGION", "ap-south-1")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "ap-south-1")
-    config = PipelineConfig(tenant="acme", environment="dev", region="eu-central-1")
+    config = PipelineConfig(
+        tenant="acme", environment="dev", region="eu-central-1", pandas_layer_arn=PANDAS_LAYER
+    )
     deployment = deploy(config)
     (provider,) = [r for r in deployment.resources if r.type == AWS_PROVIDER_TYPE]
     assert provider.inputs["region"] == "eu-central-1"

@@ -16,6 +16,7 @@ retried.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Final
 
 import moto
 import structlog
@@ -24,6 +25,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from provisioner.config import LOCAL_API_PREFIX, Settings
 from provisioner.emulator.apply import (
     AwsClients,
+    Phase,
+    ResourceProgress,
     apply_pipeline,
     destroy_pipeline,
     plan_pipeline,
@@ -32,15 +35,35 @@ from provisioner.emulator.apply import (
 from provisioner.engines.base import (
     EngineEvent,
     EngineHealth,
+    EventType,
     OperationContext,
     OperationKind,
     OperationRequest,
     OperationResult,
 )
 from provisioner.errors import EngineError
+from stacks import spec
 from stacks.config import PipelineConfig
 
 log = structlog.get_logger(__name__)
+
+_EVENT_TYPES: Final = {
+    Phase.STARTED: EventType.RESOURCE_STARTED,
+    Phase.FINISHED: EventType.RESOURCE_FINISHED,
+    Phase.FAILED: EventType.RESOURCE_FAILED,
+}
+
+
+def engine_event(progress: ResourceProgress) -> EngineEvent:
+    """The applier's progress report as the engine event every engine emits."""
+    return EngineEvent(
+        type=_EVENT_TYPES[progress.phase],
+        message=progress.message,
+        resource=progress.resource,
+        resource_type=progress.resource_type,
+        step=progress.step,
+        data={} if progress.changes is None else {"changes": list(progress.changes)},
+    )
 
 
 def emulator_url(settings: Settings) -> str:
@@ -50,7 +73,8 @@ def emulator_url(settings: Settings) -> str:
 
 def local_api_endpoint(settings: Settings, config: PipelineConfig) -> str:
     """The environment's status API base URL, served by this service (stage `prod`)."""
-    return f"{settings.public_url}{LOCAL_API_PREFIX}/{config.tenant}/{config.environment}/prod"
+    environment = f"{config.tenant}/{config.environment}"
+    return f"{settings.public_url}{LOCAL_API_PREFIX}/{environment}/{spec.API_STAGE}"
 
 
 class LocalEngine:
@@ -77,10 +101,10 @@ class LocalEngine:
         clients = AwsClients.for_endpoint(emulator_url(self._settings), region=config.region)
         steps: Counter[str] = Counter()
 
-        def on_event(event: EngineEvent) -> None:
-            if event.step and event.type.startswith("resource.finished"):
-                steps[event.step] += 1
-            context.emit(event)
+        def on_event(progress: ResourceProgress) -> None:
+            if progress.phase is Phase.FINISHED:
+                steps[progress.step] += 1
+            context.emit(engine_event(progress))
 
         def should_stop() -> bool:
             return context.cancel_requested.is_set()

@@ -12,8 +12,8 @@ import moto
 import structlog
 
 from provisioner.config import Settings
+from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.lambda_dispatch import (
-    DEFAULT_ACCOUNT_ID,
     FunctionStats,
     InvocationResult,
     LambdaDispatcher,
@@ -140,7 +140,7 @@ class LocalHost:
             raise NotFoundError(
                 f"environment {config.tenant}/{config.environment} is not running locally"
             )
-        return runtime.invoke(spec.names(config, DEFAULT_ACCOUNT_ID).functions[function], payload)
+        return runtime.invoke(spec.names(config, MOTO_ACCOUNT_ID).functions[function], payload)
 
     def _stop_runtime(self, stack_name: str) -> None:
         with self._lock:

@@ -8,33 +8,25 @@ its local runtime.
 
 from __future__ import annotations
 
-import re
 import uuid
-from typing import Any, Final
+from typing import Any
 
-from provisioner.emulator.lambda_dispatch import DEFAULT_ACCOUNT_ID
+from handlers.core.routes import match_route
+from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.engines.base import StatusApiReply, StatusApiRequest
 from provisioner.errors import NotFoundError
 from stacks.spec import API_STAGE
-
-# The REST API's resources (stacks.pipeline): path pattern → resource template.
-_RESOURCES: Final = (
-    (re.compile(r"^/status/(?P<fileId>[^/]+)$"), "/status/{fileId}"),
-    (re.compile(r"^/files$"), "/files"),
-)
 
 
 def rest_proxy_event(request: StatusApiRequest, tenant: str) -> dict[str, Any]:
     """The API Gateway REST (v1) proxy event for this request, as API Gateway builds it."""
     path = request.path
-    resource, path_parameters = None, None
-    for pattern, template in _RESOURCES:
-        match = pattern.match(path)
-        if match:
-            resource, path_parameters = template, match.groupdict() or None
-            break
-    if resource is None:
+    # The same route table API Gateway's resources are built from (handlers.core.routes).
+    matched = match_route(path)
+    if matched is None:
         raise NotFoundError(f"no resource {path} in the status API")
+    route, parameters = matched
+    resource, path_parameters = route.resource, parameters or None
     headers = dict(request.headers)
     query = {k: v for k, v in request.query.items() if v}
     return {
@@ -54,7 +46,7 @@ def rest_proxy_event(request: StatusApiRequest, tenant: str) -> dict[str, Any]:
             "path": f"/{API_STAGE}{path}",
             "stage": API_STAGE,
             "requestId": str(uuid.uuid4()),
-            "accountId": DEFAULT_ACCOUNT_ID,
+            "accountId": MOTO_ACCOUNT_ID,
             "apiId": f"local-{tenant}",
             "identity": {"sourceIp": request.source_ip},
         },

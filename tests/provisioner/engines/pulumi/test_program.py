@@ -7,11 +7,14 @@ import pytest
 from provisioner.engines.pulumi.automation import inline_program
 from stacks.config import PipelineConfig
 from stacks.program import STACK_OUTPUTS, expected_resource_count
+from tests.stacks.conftest import PANDAS_LAYER
 from tests.stacks.mocks import STACK_TYPE, deploy
 
 CONFIGS = [
-    PipelineConfig(tenant="acme", environment="dev"),
-    PipelineConfig(tenant="globex", environment="prod-eu", region="eu-west-1"),
+    PipelineConfig(tenant="acme", environment="dev", pandas_layer_arn=PANDAS_LAYER),
+    PipelineConfig(
+        tenant="globex", environment="prod-eu", region="eu-west-1", pandas_layer_arn=PANDAS_LAYER
+    ),
 ]
 
 
