@@ -35,7 +35,10 @@ from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
 from provisioner.schedules.scheduler import Clock, Scheduler
 from provisioner.state import AppState
+from provisioner.templates import endpoints as template_endpoints
+from provisioner.templates.service import ensure_default_template
 from provisioner.tenants import endpoints as tenant_endpoints
+from provisioner.versions import service_code_version
 from provisioner.webhooks import endpoints as webhook_endpoints
 from provisioner.webhooks.dispatcher import WebhookDispatcher
 
@@ -50,9 +53,11 @@ def create_app(
     engine_reference: str | None = None,
     host_factory: HostFactory | None = None,
     clock: Clock | None = None,
+    code_version: str | None = None,
 ) -> FastAPI:
-    """Build the app. `engine_reference`/`host_factory` let tests run their own engine, and
-    `clock` tells the scheduler the time."""
+    """Build the app. `engine_reference`/`host_factory` let tests run their own engine,
+    `clock` tells the scheduler the time, and `code_version` stands in for the digest of this
+    tree (provisioner.versions)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
@@ -60,12 +65,14 @@ def create_app(
     # Before the database is opened: SQLite would create the directory (0755) and its files.
     private_data_dir(settings)
     database = Database(settings.resolved_database_url)
+    service_version = code_version or service_code_version()
     # Built now: a malformed PROVISIONER_WEBHOOK_ALLOWED_HOSTS stops the app before it starts.
     dispatcher = WebhookDispatcher(settings, database)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(database.create_schema)
+        await asyncio.to_thread(ensure_default_template, database)
         private_data_dir(settings)  # the files SQLite created meanwhile (-wal, -shm)
         generated = await asyncio.to_thread(ensure_bootstrap_admin_key, settings, database)
         if generated is not None:
@@ -86,7 +93,9 @@ def create_app(
         notifier = OperationNotifier()
         notifier.bind(asyncio.get_running_loop())
         metrics = Metrics(database)
-        runner = OperationRunner(settings, database, reference, host, metrics, notifier)
+        runner = OperationRunner(
+            settings, database, reference, host, metrics, notifier, code_version=service_version
+        )
         await runner.start()
         engine_name = load_engine(reference).name
         scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
@@ -104,8 +113,14 @@ def create_app(
             metrics=metrics,
             notifier=notifier,
             scheduler=scheduler,
+            code_version=service_version,
         )
-        log.info("service.started", engine=settings.engine, url=settings.public_url)
+        log.info(
+            "service.started",
+            engine=settings.engine,
+            url=settings.public_url,
+            code_version=service_version,
+        )
         try:
             yield
         finally:
@@ -146,6 +161,8 @@ def create_app(
         auth_endpoints.router,
         audit_endpoints.router,
         tenant_endpoints.router,
+        template_endpoints.admin_router,
+        template_endpoints.router,
         webhook_endpoints.router,
         local_api.router,
     ):

@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
+from provisioner.migrations import migrate
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -80,6 +82,7 @@ class Database:
         with self.engine.begin() as connection:
             self.serialize_startup(connection)
             Base.metadata.create_all(connection)
+        migrate(self.engine)
 
     def serialize_startup(self, connection: Session | Connection) -> None:
         """Within a transaction: wait for other replicas' start-up work (PostgreSQL only;
@@ -143,5 +146,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _import_models() -> None:
     # Tables register on `Base` when their module is imported; the schema needs all of them,
     # whichever domains this process happened to import so far.
-    for domain in ("environments", "operations", "auth", "audit", "tenants", "webhooks"):
+    for domain in (
+        "environments",
+        "operations",
+        "auth",
+        "audit",
+        "tenants",
+        "templates",
+        "webhooks",
+    ):
         importlib.import_module(f"provisioner.{domain}.models")

@@ -43,8 +43,10 @@ async def readyz(_principal: PrincipalDep, services: AppStateDep) -> JSONRespons
         "name": services.engine_name,
     }
     ready = all(check["ok"] for check in checks.values())
-    body = Health(status="ok" if ready else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+    body = Health(
+        status="ok" if ready else "unavailable", checks=checks, code_version=services.code_version
+    )
+    return JSONResponse(body.model_dump(by_alias=True), status_code=200 if ready else 503)
 
 
 @router.get(

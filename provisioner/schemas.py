@@ -31,5 +31,8 @@ class Page(ApiModel, Generic[T]):
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     status: Literal["ok", "unavailable"]
     checks: dict[str, dict[str, Any]]
+    code_version: str = Field(alias="codeVersion", description="The service's code version")

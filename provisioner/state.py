@@ -23,3 +23,5 @@ class AppState:
     metrics: Metrics
     notifier: OperationNotifier
     scheduler: Scheduler
+    # The service's code version (provisioner.versions), or the one a test gave create_app.
+    code_version: str

@@ -42,4 +42,5 @@ def summary(_principal: AdminDep, session: SessionDep, services: AppStateDep) ->
         operations_queued=operations.count_in_state(OperationState.QUEUED),
         operations_running=operations.count_in_state(OperationState.RUNNING),
         engine=services.engine_name,
+        code_version=services.code_version,
     )

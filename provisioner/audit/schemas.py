@@ -27,6 +27,7 @@ class Summary(ApiModel):
     operations_queued: int
     operations_running: int
     engine: str
+    code_version: str
 
 
 def audit_entry(row: AuditRow) -> AuditEntry:

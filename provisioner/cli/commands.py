@@ -1,4 +1,4 @@
-"""The `provisioner` commands: env, op, files, dlq and keys, over the service's HTTP API.
+"""The `provisioner` commands: env, op, files, dlq, keys and template, over the service's HTTP API.
 
 Results go to stdout (tables, or JSON with `--json` for scripts); progress and errors go to
 stderr. Every failure ends with exit status 1 (3: a watched operation did not succeed; 2: bad
@@ -19,7 +19,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from provisioner.cli import render
+from provisioner.cli import render, templates
 from provisioner.cli.client import (
     ApiClient,
     CliError,
@@ -47,11 +47,13 @@ op_app = typer.Typer(help="Follow and cancel operations.", no_args_is_help=True)
 files_app = typer.Typer(help="An environment's files and their status.", no_args_is_help=True)
 dlq_app = typer.Typer(help="An environment's dead-letter queues.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (admin key needed).", no_args_is_help=True)
+template_app = typer.Typer(help="Pipeline-config templates.", no_args_is_help=True)
 app.add_typer(env_app, name="env")
 app.add_typer(op_app, name="op")
 app.add_typer(files_app, name="files")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
+app.add_typer(template_app, name="template")
 
 
 @dataclass
@@ -215,6 +217,10 @@ def env_create(
     ] = None,
     config: ConfigItems = None,
     tag: TagItems = None,
+    template: Annotated[
+        str | None,
+        typer.Option(help="Template: NAME (its latest) or NAME@VERSION.", show_default=False),
+    ] = None,
     wait: Wait = False,
     as_json: Json = False,
 ) -> None:
@@ -223,6 +229,8 @@ def env_create(
     body: dict[str, Any] = {"tenant": tenant, "name": name}
     if region:
         body["region"] = region
+    if template:
+        body["template"] = template
     if config:
         body["config"] = _config(config)
     if tag:
@@ -240,6 +248,11 @@ def env_list(
         str | None,
         typer.Option("--state", help="Only this state (READY, FAILED, PROVISIONING…)."),
     ] = None,
+    template: Annotated[str | None, typer.Option(help="Only this template.")] = None,
+    outdated: Annotated[
+        bool | None,
+        typer.Option("--outdated/--current", help="Only outdated (or only current) environments."),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     offset: Annotated[int, typer.Option(min=0)] = 0,
     as_json: Json = False,
@@ -250,6 +263,8 @@ def env_list(
         "/environments",
         tenant=tenant,
         state=state_filter.upper() if state_filter else None,
+        template=template,
+        outdated=None if outdated is None else str(outdated).lower(),
         limit=limit,
         offset=offset,
     )
@@ -543,3 +558,6 @@ def keys_revoke(
         as_json,
         lambda k: Text(f"revoked API key {k['id']} (scope {k['scope']}, prefix {k['prefix']})"),
     )
+
+
+templates.register(template_app, handled, _state, ConfigItems, _config, Json)

@@ -98,14 +98,20 @@ def environments_table(page: Mapping[str, Any]) -> RenderableType:
     if not items:
         return Text("No environments.", style="dim")
     table = _table()
-    for column in ("TENANT", "NAME", "STATE", "ENGINE", "REGION", "LAST OPERATION", "AGE"):
+    columns = ("TENANT", "NAME", "STATE", "TEMPLATE", "ENGINE", "REGION", "LAST OPERATION", "AGE")
+    for column in columns:
         table.add_column(column)
     for env in items:
         last = env.get("lastOperation")
+        template = env.get("template")
         table.add_row(
             env["tenant"],
             env["name"],
             state(env["state"]),
+            Text.assemble(
+                f"{template['name']}@{template['version']}" if template else "—",
+                (" outdated", "yellow") if env.get("outdated") else "",
+            ),
             env["engine"],
             env["region"],
             Text.assemble(f"{last['kind']} ", state(last["state"])) if last else Text("—"),

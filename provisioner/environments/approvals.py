@@ -132,6 +132,10 @@ class ApprovalService:
             config = PipelineConfig.model_validate(row.request)
             environment.tags = dict(config.tags)
             environment.config = config.settings().model_dump(mode="json")
+            pending = (row.result or {}).get("pendingTemplate")
+            if pending:
+                environment.template_name, environment.template_version = pending["template"]
+                environment.config_overrides = pending["overrides"]
         during = LIFECYCLE[kind].during
         if during is not None:
             environment.state = during

@@ -25,6 +25,7 @@ from provisioner.environments.schemas import (
     EnvironmentCreate,
     EnvironmentPublic,
     EnvironmentUpdate,
+    FleetView,
     environment_public,
 )
 from provisioner.environments.service import EnvironmentService, request_fingerprint
@@ -33,6 +34,7 @@ from provisioner.operations.models import OperationRow
 from provisioner.operations.runner import OperationRunner
 from provisioner.operations.schemas import OperationPublic, accepted, operation_public
 from provisioner.schemas import Page
+from provisioner.state import AppState
 
 router = APIRouter(prefix="/environments", tags=["environments"])
 
@@ -99,6 +101,12 @@ def list_environments(
     services: AppStateDep,
     tenant: Annotated[str | None, Query(description="Only this tenant")] = None,
     state: Annotated[EnvironmentState | None, Query(description="Only this state")] = None,
+    template: Annotated[
+        str | None, Query(max_length=12, description="Only environments on this template")
+    ] = None,
+    outdated: Annotated[
+        bool | None, Query(description="Only outdated (true) or current (false) environments")
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[EnvironmentPublic]:
@@ -106,11 +114,29 @@ def list_environments(
         if tenant is not None and tenant != principal.tenant:
             return Page(items=[], total=0, limit=limit, offset=offset)
         tenant = principal.tenant
-    rows, total = service.environments.list(tenant=tenant, state=state, limit=limit, offset=offset)
+    rows, total = service.environments.list(
+        tenant=tenant,
+        state=state,
+        template=template,
+        outdated=outdated,
+        code_version=services.code_version,
+        limit=limit,
+        offset=offset,
+    )
     last = service.operations.by_ids([r.last_operation_id for r in rows if r.last_operation_id])
     extras = services.host.environment_extras()
-    items = [environment_public(row, last.get(row.last_operation_id or ""), extras) for row in rows]
+    fleet = _fleet_view(service, services, [row.template_name for row in rows])
+    items = [
+        environment_public(row, last.get(row.last_operation_id or ""), extras, fleet)
+        for row in rows
+    ]
     return Page(items=items, total=total, limit=limit, offset=offset)
+
+
+def _fleet_view(service: EnvironmentService, services: AppState, templates: list[str]) -> FleetView:
+    # One query for the latest versions of every template on the page.
+    latest = service.templates.templates.latest_versions(templates)
+    return FleetView(latest_versions=latest, code_version=services.code_version)
 
 
 @router.get("/{tenant}/{name}", response_model=EnvironmentPublic, responses=error_responses(404))
@@ -123,7 +149,8 @@ def get_environment(
 ) -> EnvironmentPublic:
     row = service.get_visible(principal, tenant, name)
     last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
-    return environment_public(row, last, services.host.environment_extras())
+    fleet = _fleet_view(service, services, [row.template_name])
+    return environment_public(row, last, services.host.environment_extras(), fleet)
 
 
 @router.patch(
@@ -137,7 +164,7 @@ def get_environment(
             "description": "Only metadata changed (expiresAt, ttlMinutes, protected): no operation",
         },
     },
-    summary="Change an environment's configuration or tags (202), or only its metadata (200)",
+    summary="Change configuration, tags or template (202), or only metadata (200)",
 )
 def update_environment(
     tenant: str,
@@ -156,7 +183,8 @@ def update_environment(
         row = service.get_visible(principal, tenant, name)
         service.update_metadata(principal, row, body)
         last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
-        public = environment_public(row, last, services.host.environment_extras())
+        fleet = _fleet_view(service, services, [row.template_name])
+        public = environment_public(row, last, services.host.environment_extras(), fleet)
         service.session.commit()
         return JSONResponse(public.model_dump(mode="json", by_alias=True), status_code=200)
     return _start_operation(

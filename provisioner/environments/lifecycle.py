@@ -44,6 +44,8 @@ class Transition:
     # environment FAILED, and its success clears an earlier failure's reason. A drift check or
     # a plan changes nothing, so it leaves the environment as it was.
     changes_infrastructure: bool
+    # Its success records the service's code version on the environment (§7): it deployed it.
+    applies_code: bool = False
 
 
 _SETTLED = (EnvironmentState.READY, EnvironmentState.FAILED)
@@ -57,6 +59,7 @@ LIFECYCLE: Mapping[OperationKind, Transition] = {
         succeeded=EnvironmentState.READY,
         outputs=Outputs.REPLACE,
         changes_infrastructure=True,
+        applies_code=True,
     ),
     OperationKind.UPDATE: Transition(
         _SETTLED,
@@ -64,6 +67,7 @@ LIFECYCLE: Mapping[OperationKind, Transition] = {
         succeeded=EnvironmentState.READY,
         outputs=Outputs.REPLACE,
         changes_infrastructure=True,
+        applies_code=True,
     ),
     OperationKind.DESTROY: Transition(
         _SETTLED,
@@ -91,8 +95,12 @@ def settle(
     outputs: Mapping[str, str] | None = None,
     changes: Mapping[str, int] | None = None,
     from_states: Sequence[OperationState] = ACTIVE_OPERATION_STATES,
+    code_version: str | None = None,
 ) -> bool:
     """Record an operation's end and what it means for its environment, in one transaction.
+
+    `code_version` is that of the service that ran it (provisioner.versions): a succeeded
+    create or update records it on the environment.
 
     Returns False if the operation was not in `from_states` (e.g. another path settled it, or a
     runner claimed it first).
@@ -144,6 +152,8 @@ def settle(
             environment.outputs = dict(outputs)
         if transition.changes_infrastructure:
             environment.failure_reason = None
+        if transition.applies_code and code_version is not None:
+            environment.code_version = code_version
     elif final_state == OperationState.CANCELLED and not was_running:
         # Nothing ran: the environment is as it was (a never-created one does not exist).
         environment.state = operation.environment_state_before or EnvironmentState.DESTROYED

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioner.db import Base, UtcDateTime, utcnow
@@ -31,8 +31,16 @@ class EnvironmentRow(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)
     engine: Mapped[str] = mapped_column(String(32))
     region: Mapped[str] = mapped_column(String(32))
-    # The PipelineConfig fields other than tenant, environment, region and tags.
+    # The effective config: the PipelineConfig fields other than tenant, environment, region
+    # and tags, i.e. the template version's config overlaid with `config_overrides`.
     config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # The environment's own part of `config` (docs/architecture.md §7). Columns added after
+    # the first release carry server defaults: provisioner.migrations adds them to old tables.
+    config_overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    template_name: Mapped[str] = mapped_column(String(12), server_default=text("'default'"))
+    template_version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    # What the last SUCCEEDED create/update applied (provisioner.versions); None before one.
+    code_version: Mapped[str | None] = mapped_column(String(12), nullable=True)
     tags: Mapped[dict[str, str]] = mapped_column(JSON)
     outputs: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioner.environments.models import EnvironmentRow
+from provisioner.environments.outdated import filter_outdated
 
 
 class EnvironmentRepository:
@@ -29,21 +30,32 @@ class EnvironmentRepository:
         self.session.flush()
 
     def list(
-        self, *, tenant: str | None, state: str | None, limit: int, offset: int
+        self,
+        *,
+        tenant: str | None,
+        state: str | None,
+        limit: int,
+        offset: int,
+        template: str | None = None,
+        outdated: bool | None = None,
+        code_version: str = "",
     ) -> tuple[Sequence[EnvironmentRow], int]:
+        """A page of environments; `outdated` compares with the service's `code_version`."""
         conditions = []
         if tenant is not None:
             conditions.append(EnvironmentRow.tenant == tenant)
         if state is not None:
             conditions.append(EnvironmentRow.state == state)
+        if template is not None:
+            conditions.append(EnvironmentRow.template_name == template)
+        query = select(EnvironmentRow).where(*conditions)
+        if outdated is not None:
+            query = filter_outdated(query, outdated, code_version)
         # Counted on the key alone: a count over the full rows would read every JSON column.
-        total = self.session.scalar(select(func.count(EnvironmentRow.id)).where(*conditions)) or 0
+        ids = query.with_only_columns(EnvironmentRow.id).order_by(None).subquery()
+        total = self.session.scalar(select(func.count()).select_from(ids)) or 0
         rows = self.session.scalars(
-            select(EnvironmentRow)
-            .where(*conditions)
-            .order_by(EnvironmentRow.tenant, EnvironmentRow.name)
-            .limit(limit)
-            .offset(offset)
+            query.order_by(EnvironmentRow.tenant, EnvironmentRow.name).limit(limit).offset(offset)
         ).all()
         return rows, total
 

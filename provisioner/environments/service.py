@@ -32,8 +32,10 @@ from provisioner.errors import (
 )
 from provisioner.operations.models import OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
+from provisioner.templates.models import TemplateVersionRow
+from provisioner.templates.service import DEFAULT_TEMPLATE, TemplateService, validated_config
 from provisioner.tenants.service import TenantService
-from stacks.config import PipelineConfig, PipelineSettings
+from stacks.config import PipelineConfig
 
 _FIELD_LOCATION = {"environment": "name", "tenant": "tenant", "region": "region", "tags": "tags"}
 
@@ -50,6 +52,15 @@ def _field_errors(error: ValidationError, prefix: tuple[str, ...] = ()) -> Valid
     return ValidationFailed(errors)
 
 
+def _effective(
+    version: TemplateVersionRow, overrides: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The effective config (the template version's, overlaid with `overrides`) and the
+    overrides as validated; errors name `config.<field>`."""
+    settings = validated_config({**version.config, **overrides}, "config")
+    return settings, {key: settings[key] for key in overrides}
+
+
 def environment_config(row: EnvironmentRow) -> PipelineConfig:
     return PipelineConfig(
         tenant=row.tenant, environment=row.name, region=row.region, tags=row.tags, **row.config
@@ -59,7 +70,16 @@ def environment_config(row: EnvironmentRow) -> PipelineConfig:
 def environment_fingerprint(row: EnvironmentRow) -> str:
     """What an approval's preview was computed from: refused once this changes."""
     canonical = json.dumps(
-        [row.config, row.tags, row.region, row.state], sort_keys=True, separators=(",", ":")
+        [
+            row.config,
+            row.tags,
+            row.region,
+            row.state,
+            row.template_name,
+            row.template_version,
+        ],
+        sort_keys=True,
+        separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -91,6 +111,7 @@ class EnvironmentService:
         self.engine = engine
         self.environments = EnvironmentRepository(session)
         self.operations = OperationRepository(session)
+        self.templates = TemplateService(session)
 
     def get_visible(self, principal: Principal, tenant: str, name: str) -> EnvironmentRow:
         """Another tenant's environment answers exactly like a missing one."""
@@ -147,13 +168,15 @@ class EnvironmentService:
         idempotency_key: str | None,
         fingerprint: str,
     ) -> OperationRow:
+        version = self.templates.resolve(body.template or DEFAULT_TEMPLATE)
+        settings, overrides = _effective(version, body.config)
         try:
             config = PipelineConfig(
                 tenant=body.tenant,
                 environment=body.name,
                 region=body.region,
                 tags=body.tags,
-                **body.config.model_dump(),
+                **settings,
             )
         except ValidationError as error:
             raise _field_errors(error) from None
@@ -176,6 +199,9 @@ class EnvironmentService:
                 engine=self.engine,
                 region=config.region,
                 config=config.settings().model_dump(mode="json"),
+                config_overrides=overrides,
+                template_name=version.template_name,
+                template_version=version.version,
                 tags=dict(config.tags),
                 outputs={},
                 expiry_warnings_sent=[],
@@ -200,6 +226,8 @@ class EnvironmentService:
             # A create on a FAILED environment retries it; on a DESTROYED one, re-creates it.
             row.region = config.region
             row.config = config.settings().model_dump(mode="json")
+            row.config_overrides = overrides
+            row.template_name, row.template_version = version.template_name, version.version
             row.tags = dict(config.tags)
             row.engine = self.engine
             # A re-created environment expires as this request says, not as the old one did.
@@ -225,11 +253,13 @@ class EnvironmentService:
     ) -> OperationRow:
         row = self.get_visible(principal, tenant, name)
         self.update_metadata(principal, row, body)
-        merged = {**row.config, **(body.config or {})}
-        try:
-            settings = PipelineSettings.model_validate(merged)
-        except ValidationError as error:
-            raise _field_errors(error, prefix=("config",)) from None
+        if body.template is not None:
+            version = self.templates.resolve(body.template)
+        else:
+            version = self.templates.current(row.template_name, row.template_version)
+        settings, overrides = _effective(
+            version, {**(row.config_overrides or {}), **(body.config or {})}
+        )
         tags = row.tags if body.tags is None else body.tags
         try:
             config = PipelineConfig(
@@ -237,27 +267,39 @@ class EnvironmentService:
                 environment=row.name,
                 region=row.region,
                 tags=tags,
-                **settings.model_dump(),
+                **settings,
             )
         except ValidationError as error:
             raise _field_errors(error) from None
         TenantService(self.session).check(
-            row.tenant, new_environment=False, region=row.region, memory_mb=settings.memory_mb
+            row.tenant, new_environment=False, region=row.region, memory_mb=config.memory_mb
         )
         self._refuse_if_active(row)
         self._require_state(row, OperationKind.UPDATE)
         state_before = EnvironmentState(row.state)
-        if not row.protected:
-            # A protected environment takes the new configuration once the update is approved.
-            row.config = settings.model_dump(mode="json")
+        pending: dict[str, Any] | None = None
+        if row.protected:
+            # A protected environment takes the new configuration (and template) once the
+            # update is approved: environments.approvals applies `pendingTemplate` then.
+            pending = {
+                "template": [version.template_name, version.version],
+                "overrides": overrides,
+            }
+        else:
+            row.config = config.settings().model_dump(mode="json")
+            row.config_overrides = overrides
+            row.template_name, row.template_version = version.template_name, version.version
             row.tags = dict(tags)
-        return self.enqueue(
+        operation = self.enqueue(
             principal,
             row,
             OperationOrder(
                 OperationKind.UPDATE, config, state_before, fingerprint, idempotency_key
             ),
         )
+        if pending is not None:
+            operation.result = {**(operation.result or {}), "pendingTemplate": pending}
+        return operation
 
     def update_metadata(
         self, principal: Principal, row: EnvironmentRow, body: EnvironmentUpdate

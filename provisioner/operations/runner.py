@@ -35,6 +35,7 @@ from provisioner.operations.events import OperationNotifier
 from provisioner.operations.models import OperationRow, OperationState
 from provisioner.operations.repository import OperationRepository
 from provisioner.operations.supervisor import Supervisor
+from provisioner.versions import service_code_version
 
 log = structlog.get_logger(__name__)
 
@@ -52,8 +53,12 @@ class OperationRunner:
         host: EngineHost,
         metrics: Metrics,
         notifier: OperationNotifier,
+        *,
+        code_version: str | None = None,
     ) -> None:
         self.settings = settings
+        # Recorded on environments by the operations this runner settles (provisioner.versions).
+        self.code_version = code_version or service_code_version()
         self.database = database
         self.engine_reference = engine_reference
         self.host = host

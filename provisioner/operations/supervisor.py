@@ -279,6 +279,7 @@ class Supervisor(threading.Thread):
                 error=error,
                 outputs=outputs,
                 changes=changes,
+                code_version=runner.code_version,
             ):
                 return
         runner.metrics.operations_finished.labels(self.kind, state).inc()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from provisioner.versions import service_code_version
 from tests.factories import auth, environment_body, wait_for_operation
 
 
@@ -13,6 +14,7 @@ def test_readyz_reports_registry_and_engine(client: TestClient) -> None:
     checks = response.json()["checks"]
     assert checks["registry"]["ok"] is True
     assert checks["engine"] == {"ok": True, "detail": "scripted engine", "name": "scripted"}
+    assert response.json()["codeVersion"] == service_code_version()
 
 
 def test_metrics_count_operations_and_environments(client: TestClient) -> None:
@@ -40,6 +42,7 @@ def test_summary_counts(client: TestClient) -> None:
         "operationsQueued": 0,
         "operationsRunning": 0,
         "engine": "scripted",
+        "codeVersion": service_code_version(),
     }
 
 

@@ -1,0 +1,78 @@
+"""Additive schema migrations of an existing registry.
+
+The registry's tables come from `Base.metadata.create_all`, which creates missing tables but
+never changes an existing one. So a column added to a table after its first release is listed
+here, with the statement that fills it in on rows written before it existed; `migrate` adds
+whatever an opened registry lacks, idempotently, and is run after `create_all` at every start.
+Replicas starting at once on PostgreSQL serialise on an advisory lock (and `IF NOT EXISTS`);
+SQLite's immediate transactions serialise them anyway.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+import structlog
+from sqlalchemy import Connection, Engine, inspect, text
+
+log = structlog.get_logger(__name__)
+
+# Serialises migrations across replicas on PostgreSQL (an arbitrary, fixed advisory-lock key).
+_MIGRATION_LOCK_KEY: Final = 0x6D64706D
+
+
+@dataclass(frozen=True)
+class AddedColumn:
+    table: str
+    column: str
+    # The column's DDL after its name; portable between SQLite and PostgreSQL.
+    definition: str
+    # Fills the column in on rows that predate it (None: the DDL default is right).
+    backfill: str | None = None
+
+
+ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
+    # Templates (docs/architecture.md §7): an environment created before them counts as
+    # `default@1` with its whole config as its own overrides.
+    AddedColumn("environments", "template_name", "VARCHAR(12) NOT NULL DEFAULT 'default'"),
+    AddedColumn("environments", "template_version", "INTEGER NOT NULL DEFAULT 1"),
+    AddedColumn(
+        "environments",
+        "config_overrides",
+        "JSON",
+        "UPDATE environments SET config_overrides = config WHERE config_overrides IS NULL",
+    ),
+    AddedColumn("environments", "code_version", "VARCHAR(12)"),
+)
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Add the missing columns of `ADDED_COLUMNS`; returns the ones added (`table.column`)."""
+    added: list[str] = []
+    with engine.begin() as connection:
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            connection.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+            )
+        for step in ADDED_COLUMNS:
+            if _has_column(connection, step.table, step.column):
+                continue
+            exists = "IF NOT EXISTS " if postgres else ""
+            connection.execute(
+                text(f"ALTER TABLE {step.table} ADD COLUMN {exists}{step.column} {step.definition}")
+            )
+            if step.backfill is not None:
+                connection.execute(text(step.backfill))
+            added.append(f"{step.table}.{step.column}")
+    if added:
+        log.warning("db.migrated", columns=added)
+    return added
+
+
+def _has_column(connection: Connection, table: str, column: str) -> bool:
+    inspector = inspect(connection)
+    if not inspector.has_table(table):
+        return True  # create_all makes it whole; nothing to migrate
+    return any(info["name"] == column for info in inspector.get_columns(table))

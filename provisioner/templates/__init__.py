@@ -1,0 +1,1 @@
+"""Templates: named, immutable, numbered versions of pipeline config (docs/architecture.md §7)."""
