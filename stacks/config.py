@@ -14,8 +14,8 @@ from typing import Final
 import botocore.loaders
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-# DESIGN §2: no hyphen in the tenant, because the hyphen separates tenant from environment in
-# every derived name ("a-b"/"c" would collide with "a"/"b-c").
+# docs/architecture.md §2: no hyphen in the tenant, because the hyphen separates tenant from
+# environment in every derived name ("a-b"/"c" would collide with "a"/"b-c").
 # Patterns are used with `fullmatch` only (docs/architecture.md §9): `$` would let a trailing
 # newline through.
 TENANT_PATTERN: Final = re.compile(r"[a-z][a-z0-9]{0,19}")
@@ -191,7 +191,7 @@ class PipelineConfig(PipelineSettings):
 
     @property
     def stack_name(self) -> str:
-        """The Pulumi stack name (DESIGN §2): `{tenant}-{env}`."""
+        """The Pulumi stack name (docs/architecture.md §2): `{tenant}-{env}`."""
         return f"{self.tenant}-{self.environment}"
 
     def resource_tags(self) -> dict[str, str]:

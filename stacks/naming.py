@@ -1,4 +1,4 @@
-"""Every name and ARN of one environment, derived once (DESIGN §2, names are a contract).
+"""Every name and ARN of one environment, derived once (architecture.md §2, names are a contract).
 
 Pure Python and the bottom of `stacks`: `policies`, `state_machine`, `resources` and `spec` build
 on it. ARNs follow AWS's fixed formats from names, account, region and partition; both engines

@@ -1,6 +1,6 @@
 """`FilePipeline`: one pipeline environment as a Pulumi component, built from `stacks.spec`.
 
-Every resource of DESIGN §2 is a child of the component and takes its AWS provider from it.
+Every resource of architecture.md §2 is a child of the component and takes its AWS provider from it.
 
 The status API is not public: both methods use `AWS_IAM` authorization, so a caller needs
 SigV4-signed requests and `execute-api:Invoke` on this API. Its stage writes JSON access logs,
@@ -60,7 +60,7 @@ def _json(document: Any) -> str:
 
 
 class FilePipeline(pulumi.ComponentResource):
-    """One isolated market-data pipeline environment (DESIGN §2)."""
+    """One isolated market-data pipeline environment (docs/architecture.md §2)."""
 
     bucket_name: pulumi.Output[str]
     queue_urls: dict[spec.QueueKey, pulumi.Output[str]]
@@ -239,7 +239,8 @@ class FilePipeline(pulumi.ComponentResource):
 
     @property
     def stack_outputs(self) -> Mapping[str, pulumi.Output[str]]:
-        """The stack outputs of DESIGN §2, under their contract names (`spec.stack_outputs`)."""
+        """The stack outputs of docs/architecture.md §2, under their contract names
+        (`spec.stack_outputs`)."""
         return spec.stack_outputs(
             bucket_name=self.bucket_name,
             queue_urls=self.queue_urls,

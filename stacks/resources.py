@@ -1,4 +1,4 @@
-"""The resource model: every property of every resource of DESIGN §2, decided once.
+"""The resource model: every property of every resource of docs/architecture.md §2, decided once.
 
 Pure Python, in this project's own words (neither boto3's nor pulumi-aws's field names).
 `stacks.pipeline` renders it as Pulumi resources and `provisioner.emulator.apply` renders it as
@@ -41,7 +41,7 @@ __all__ = [
     "stack_outputs",
 ]
 
-# Object key prefixes (DESIGN §2): uploads, intermediate per-file work, published results.
+# Object key prefixes (architecture.md §2): uploads, intermediate per-file work, published results.
 INCOMING_PREFIX: Final = "incoming/"
 WORK_PREFIX: Final = "work/"
 RESULTS_PREFIX: Final = "results/"
@@ -59,7 +59,7 @@ class BucketSettings:
     restrict_public_buckets: bool
     eventbridge_notifications: bool  # S3 → EventBridge, for the ingest rule
     tls_only: bool  # a bucket policy denying plain HTTP and TLS < 1.2 (`policies.bucket_policy`)
-    empty_on_destroy: bool  # DESIGN §2: fully destroyable, versioned bucket emptied
+    empty_on_destroy: bool  # docs/architecture.md §2: fully destroyable, versioned bucket emptied
 
 
 BUCKET: Final = BucketSettings(
@@ -223,7 +223,7 @@ class EventSourceSettings:
     """The ingest queue → ingest function mapping."""
 
     batch_size: int
-    report_batch_item_failures: bool  # partial batch failures (DESIGN §2)
+    report_batch_item_failures: bool  # partial batch failures (docs/architecture.md §2)
     enabled: bool
 
 
@@ -256,7 +256,7 @@ class TableSettings:
     ttl_attribute: str
     ttl_enabled: bool
     point_in_time_recovery: bool
-    deletion_protection: bool  # off: environments are disposable (DESIGN §2)
+    deletion_protection: bool  # off: environments are disposable (docs/architecture.md §2)
 
 
 STATUS_TABLE: Final = TableSettings(
@@ -475,8 +475,8 @@ def inventory_counts() -> dict[str, int]:
 
 T = TypeVar("T")
 
-# The stack outputs (DESIGN §2, a contract), in order: every engine reports exactly these, all
-# strings. Each names what provides it: (kind, which).
+# The stack outputs (docs/architecture.md §2, a contract), in order: every engine reports
+# exactly these, all strings. Each names what provides it: (kind, which).
 _OUTPUT_SOURCES: Final[dict[str, tuple[str, str]]] = {
     "bucketName": ("bucket", ""),
     "ingestQueueUrl": ("queue", "ingest"),

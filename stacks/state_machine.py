@@ -2,8 +2,9 @@
 
 RecordReceived → Validate → Process → Aggregate → RecordCompleted, with a status write before
 and after every stage. Status writes are direct `dynamodb:updateItem` integrations guarded by
-the rank condition of DESIGN §3, so a late or repeated write never lowers a file's status and
-never leaves COMPLETED or FAILED; a write that loses that race ends the execution quietly
+the rank condition of docs/architecture.md §3, so a late or repeated write never lowers a
+file's status and never leaves COMPLETED or FAILED; a write that loses that race ends the
+execution quietly
 (`Superseded`), because a newer or final state already stands.
 
 Every stage task retries Lambda service errors and transient SDK errors raised in handler code

@@ -1,4 +1,4 @@
-"""The status API's routes (DESIGN §2), defined once.
+"""The status API's routes (docs/architecture.md §2), defined once.
 
 Under `handlers` because the status function serves them and its package may import only the
 standard library, boto3 and Powertools; `stacks` builds API Gateway's resources and methods

@@ -101,6 +101,10 @@ class OperationRunner:
         for supervisor in supervisors:
             supervisor.interrupt("the service shut down while the operation ran")
         await asyncio.to_thread(_join_all, supervisors, self.settings.cancel_grace_s + 10)
+        # Joined before the service disposes of the registry: a beat in flight would otherwise
+        # hold a connection past the pool's end.
+        if self._heartbeat is not None:
+            await asyncio.to_thread(self._heartbeat.join, self.settings.heartbeat_interval_s + 5)
 
     def _heartbeat_loop(self) -> None:
         """The replica's liveness, for every operation it claimed, from the moment of the claim:

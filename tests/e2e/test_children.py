@@ -1,4 +1,4 @@
-"""No child process outlives the service (DESIGN §9): `kill -9` of the service takes its
+"""No child process outlives the service (architecture.md §9): `kill -9` of the service takes its
 forkserver, resource tracker, runtime workers and operation workers with it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Whatever validation accepts, the local engine can create and destroy; whatever it refuses
-is a 422 naming the field (DESIGN §9). Property-based, over the request schema, on the real
+is a 422 naming the field (architecture.md §9). Property-based, over the request schema, on the real
 service with the local engine (few examples: each is a real create and destroy)."""
 
 from __future__ import annotations

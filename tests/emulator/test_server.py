@@ -90,7 +90,7 @@ def test_uploads_reach_the_ingest_queue_over_http(
     clients.s3.put_object(Bucket=bucket, Key="elsewhere/x.csv", Body=b"x")
     clients.s3.put_object(Bucket=bucket, Key="results/r.json", Body=b"{}")
 
-    # moto puts the raw key in the event (DESIGN §5); the emulated event source delivers it
+    # moto puts the raw key in the event (architecture.md §5); the emulated event source delivers it
     # URL-encoded, as AWS does.
     events: list[dict[str, object]] = []
 

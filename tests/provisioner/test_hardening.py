@@ -1,5 +1,5 @@
-"""DESIGN §9 on the API: body cap, last admin key, audit and error hygiene, HEAD, the private
-data dir, streams that end with their key, and a cancelled retry that says why."""
+"""docs/architecture.md §9 on the API: body cap, last admin key, audit and error hygiene, HEAD,
+the private data dir, streams that end with their key, and a cancelled retry that says why."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ PANDAS_LAYER = "arn:aws:lambda:us-east-1:336392948345:layer:AWSSDKPandas-Python3
 
 @pytest.fixture(scope="session")
 def config() -> PipelineConfig:
-    """The defaults of DESIGN §2, with caller tags (and an explicit pandas layer; the
+    """The defaults of docs/architecture.md §2, with caller tags (and an explicit pandas layer; the
     default, AWS's SSM public parameter, is tested in test_pipeline_functions)."""
     return PipelineConfig(
         tenant="acme", environment="dev", tags=CALLER_TAGS, pandas_layer_arn=PANDAS_LAYER

@@ -12,7 +12,7 @@ from stacks.pipeline import CHILD_RESOURCE_COUNTS, TYPE_TOKEN
 from tests.stacks.conftest import PANDAS_LAYER
 from tests.stacks.mocks import AWS_PROVIDER_TYPE, Deployment, deploy
 
-# DESIGN §2, "Stack outputs (contract)", copied here on purpose: changing the contract must
+# architecture.md §2, "Stack outputs (contract)", copied here on purpose: changing the contract must
 # take a deliberate edit of this test too.
 CONTRACT_OUTPUTS = (
     "bucketName",
