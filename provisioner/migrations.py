@@ -44,7 +44,24 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
         "UPDATE environments SET config_overrides = config WHERE config_overrides IS NULL",
     ),
     AddedColumn("environments", "code_version", "VARCHAR(12)"),
+    # Expiry and protection (docs/architecture.md §8): nothing expires, nothing is protected.
+    AddedColumn("environments", "expires_at", "TIMESTAMP WITH TIME ZONE"),
+    AddedColumn("environments", "expiry_warnings_sent", "JSON NOT NULL DEFAULT '[]'"),
+    AddedColumn("environments", "expired_at", "TIMESTAMP WITH TIME ZONE"),
+    AddedColumn("environments", "protected", "BOOLEAN NOT NULL DEFAULT false"),
+    # Approvals: operations written before them needed none.
+    AddedColumn("operations", "approval_required", "BOOLEAN NOT NULL DEFAULT false"),
+    AddedColumn("operations", "approved_by", "VARCHAR(64)"),
+    AddedColumn("operations", "preview", "JSON"),
+    AddedColumn("operations", "preview_fingerprint", "VARCHAR(64)"),
+    AddedColumn("operations", "awaiting_since", "TIMESTAMP WITH TIME ZONE"),
 )
+
+# The one-active-operation index (operations.models) now also covers AWAITING_APPROVAL: an index
+# built before that, with the older condition, is rebuilt. SQLite ignores VARCHAR lengths; on
+# PostgreSQL the state column is widened for the 17-character state.
+_ACTIVE_INDEX: Final = "uq_operation_active_per_environment"
+_ACTIVE_STATES_SQL: Final = "state IN ('QUEUED', 'RUNNING', 'AWAITING_APPROVAL')"
 
 
 def migrate(engine: Engine) -> list[str]:
@@ -66,9 +83,42 @@ def migrate(engine: Engine) -> list[str]:
             if step.backfill is not None:
                 connection.execute(text(step.backfill))
             added.append(f"{step.table}.{step.column}")
+        if _rebuild_active_index(connection, postgres):
+            added.append(f"operations.{_ACTIVE_INDEX}")
     if added:
         log.warning("db.migrated", columns=added)
     return added
+
+
+def _rebuild_active_index(connection: Connection, postgres: bool) -> bool:
+    inspector = inspect(connection)
+    if not inspector.has_table("operations"):
+        return False
+    if postgres:
+        definition = connection.execute(
+            text(
+                "SELECT indexdef FROM pg_indexes"
+                " WHERE indexname = :name AND schemaname = current_schema()"
+            ),
+            {"name": _ACTIVE_INDEX},
+        ).scalar()
+    else:
+        definition = connection.execute(
+            text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"),
+            {"name": _ACTIVE_INDEX},
+        ).scalar()
+    if definition is not None and "AWAITING_APPROVAL" in str(definition):
+        return False
+    if postgres:
+        connection.execute(text("ALTER TABLE operations ALTER COLUMN state TYPE VARCHAR(24)"))
+    connection.execute(text(f"DROP INDEX IF EXISTS {_ACTIVE_INDEX}"))
+    connection.execute(
+        text(
+            f"CREATE UNIQUE INDEX {_ACTIVE_INDEX} ON operations (environment_id) "
+            f"WHERE {_ACTIVE_STATES_SQL}"
+        )
+    )
+    return True
 
 
 def _has_column(connection: Connection, table: str, column: str) -> bool:

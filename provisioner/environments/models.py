@@ -49,9 +49,11 @@ class EnvironmentRow(Base):
     # the warning lead times (minutes) already sent for this expiry, and when the scheduler
     # queued the destroy (set once, by compare-and-set: replicas never destroy twice).
     expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True, index=True)
-    expiry_warnings_sent: Mapped[list[int]] = mapped_column(JSON, default=list)
+    expiry_warnings_sent: Mapped[list[int]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
     expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Updates and destroys wait for another admin's approval of their preview.
-    protected: Mapped[bool] = mapped_column(Boolean, default=False)
+    protected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -13,6 +13,7 @@ from provisioner.app import create_app
 from provisioner.config import Settings
 from provisioner.db import Database, utcnow
 from provisioner.environments.models import EnvironmentRow
+from provisioner.migrations import ADDED_COLUMNS
 from provisioner.versions import service_code_version
 from tests.factories import auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE
@@ -167,8 +168,8 @@ def test_outdated_by_code_version(settings: Settings) -> None:
 
 
 def _old_environments_table(url: str) -> None:
-    """The environments table as it was before templates: without the four new columns."""
-    added = {"template_name", "template_version", "config_overrides", "code_version"}
+    """The environments table as it was first released: without the columns added since."""
+    added = {step.column for step in ADDED_COLUMNS if step.table == "environments"}
     metadata = MetaData()
     columns = [
         Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
