@@ -239,8 +239,7 @@ class FilePipeline(pulumi.ComponentResource):
 
     @property
     def stack_outputs(self) -> Mapping[str, pulumi.Output[str]]:
-        """The stack outputs of docs/architecture.md §2, under their contract names
-        (`spec.stack_outputs`)."""
+        """The contract's stack outputs (docs/architecture.md §2), from `spec.stack_outputs`."""
         return spec.stack_outputs(
             bucket_name=self.bucket_name,
             queue_urls=self.queue_urls,
