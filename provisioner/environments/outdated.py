@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import ColumnElement, Select, and_, func, not_, or_
+from sqlalchemy import BindParameter, ColumnElement, Select, Subquery, and_, func, not_, or_
 
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
 from provisioner.templates.repository import latest_versions_query
@@ -43,6 +43,14 @@ def filter_outdated(
     ones): one join on the latest version per template, no query per row."""
     latest = latest_versions_query().subquery()
     query = query.outerjoin(latest, latest.c.template_name == EnvironmentRow.template_name)
+    return query.where(outdated_condition(latest, outdated, service_code_version))
+
+
+def outdated_condition(
+    latest: Subquery, outdated: bool, service_code_version: str | BindParameter[str]
+) -> ColumnElement[bool]:
+    """Whether an environment is outdated (or, with `outdated=False`, current), given `latest`,
+    `latest_versions_query()` joined on the environment's template name."""
     # Every term is NOT NULL (coalesce, explicit IS NULL), so NOT(condition) is its complement.
     template_behind = EnvironmentRow.template_version < func.coalesce(
         latest.c.latest, EnvironmentRow.template_version
@@ -60,4 +68,4 @@ def filter_outdated(
     condition: ColumnElement[bool] = and_(
         EnvironmentRow.state != EnvironmentState.DESTROYED, or_(template_behind, code_behind)
     )
-    return query.where(condition if outdated else not_(condition))
+    return condition if outdated else not_(condition)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from provisioner.app import create_app
@@ -252,3 +252,55 @@ def test_each_environment_is_byte_identical_to_the_models(
         response = client.get(f"/environments/{tenant}/{name}", headers=auth())
         assert response.status_code == 200, response.text
         assert response.content == body
+
+
+def test_a_page_shows_every_change_at_once(seeded: tuple[TestClient, Database]) -> None:
+    """Rendered environments are reused only while nothing they are made of changed: their
+    row, their last operation's row, their template's latest version."""
+    client, database = seeded
+    query = {"limit": 12, "offset": 3}
+
+    def listed() -> bytes:
+        response = client.get("/environments", params=query, headers=auth())
+        assert response.status_code == 200, response.text
+        return response.content
+
+    def expected() -> bytes:
+        with database.session(readonly=True) as session:
+            return _reference_page(session, limit=12, offset=3)
+
+    before = listed()
+    assert listed() == before == expected()
+    with database.session() as session:
+        operation = session.get(OperationRow, _id(1004))
+        assert operation is not None
+        operation.progress_done = 39
+        environment = session.get(EnvironmentRow, _id(10))
+        assert environment is not None
+        environment.tags = {**environment.tags, "added": "yes"}
+    changed = listed()
+    assert changed != before
+    assert changed == expected()
+    assert b'"done":39' in changed
+    assert b'"added":"yes"' in changed
+    # A new latest version of gold: its environments on gold@3 are outdated now.
+    with database.session() as session:
+        session.add(
+            TemplateVersionRow(
+                template_name="gold", version=4, config={}, created_by="x", created_at=_T0
+            )
+        )
+    outdated = listed()
+    assert outdated != changed
+    assert outdated == expected()
+    assert b"latest gold@4" in outdated
+    # A deleted environment leaves the page.
+    with database.session() as session:
+        session.execute(delete(OperationRow).where(OperationRow.environment_id == _id(4)))
+        session.execute(delete(EnvironmentRow).where(EnvironmentRow.id == _id(4)))
+    assert listed() == expected()
+    assert b'"name":"env04"' not in listed()
+
+
+def _id(index: int) -> str:
+    return str(uuid.UUID(int=index))
