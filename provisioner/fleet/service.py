@@ -166,7 +166,7 @@ class FleetService:
         rows = [_sample_row(period, WHOLE_FLEET, signals, now)]
         rows += [_sample_row(period, t, members, now) for t, members in by_tenant.items()]
         written = self.samples.add_period(rows)
-        log.info("fleet.sampled", period=period.isoformat(), rows=written, pruned=pruned)
+        log.debug("fleet.sampled", period=period.isoformat(), rows=written, pruned=pruned)
         return written
 
     def history(

@@ -105,13 +105,16 @@ export function barChart(label, bars, { format = count } = {}) {
 }
 
 const timeFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit" });
+const secondsFormat = new Intl.DateTimeFormat(undefined, { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 
 function timeAxis(start, end, height, x) {
+  // Within a quarter of an hour, minutes alone would repeat on every tick.
+  const format = end - start < 15 * 60_000 ? secondsFormat : timeFormat;
   const ticks = [];
   for (let i = 0; i <= 4; i += 1) {
     const at = start + ((end - start) * i) / 4;
     ticks.push(
-      s("text", { class: "chart-tick", x: x(at), y: MARGIN.top + height + 16, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, timeFormat.format(new Date(at))),
+      s("text", { class: "chart-tick", x: x(at), y: MARGIN.top + height + 16, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, format.format(new Date(at))),
     );
   }
   return ticks;
@@ -148,7 +151,7 @@ export function lineChart(label, series, { start, end, format = count, floor = 4
   }
   const times = [...new Set(all.map((p) => p.at))].sort((a, b) => a - b);
   const rows = times.map((at) => [
-    timeFormat.format(new Date(at)),
+    secondsFormat.format(new Date(at)),
     ...series.map((item) => {
       const point = item.points.find((p) => p.at === at);
       return point ? format(point.value) : "—";

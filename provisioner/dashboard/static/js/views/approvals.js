@@ -98,7 +98,7 @@ export function mount(main, ctx) {
             ),
             `Planned changes of ${operation.tenant}/${operation.name}`,
           )
-        : h("p", { class: "muted small" }, "The preview plans no resource changes."),
+        : h("p", { class: "muted small" }, `The preview plans no resource changes (${(preview.steps || []).length} unchanged).`),
       message,
     );
   }

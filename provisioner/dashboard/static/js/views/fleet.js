@@ -143,7 +143,10 @@ export function mount(main, ctx) {
       replace(history, h("p", { class: "muted" }, "No samples yet: the service records one every ", String(past.intervalSeconds), " s."));
       return;
     }
+    // The window, or from the first sample when sampling began inside it (a fresh service).
     const end = Date.now();
+    const first = toMillis(past.samples[0].at) - past.intervalSeconds * 1000;
+    const start = Math.max(end - past.minutes * 60_000, first);
     replace(
       history,
       lineChart(
@@ -153,7 +156,7 @@ export function mount(main, ctx) {
           { name: "drifted", tone: "warn", points: points("drifted") },
           { name: "outdated", tone: "accent", points: points("outdated") },
         ],
-        { start: end - past.minutes * 60_000, end },
+        { start, end },
       ),
       h("p", { class: "muted small" }, `${past.samples.length} samples, one per ${past.intervalSeconds} s.`),
     );
