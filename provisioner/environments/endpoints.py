@@ -109,6 +109,10 @@ async def list_environments(
     outdated: Annotated[
         bool | None, Query(description="Only outdated (true) or current (false) environments")
     ] = None,
+    drifted: Annotated[
+        bool | None,
+        Query(description="Only environments whose last drift check found drift (true) or not"),
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Response:
@@ -125,6 +129,7 @@ async def list_environments(
                 state=state,
                 template=template,
                 outdated=outdated,
+                drifted=drifted,
                 code_version=services.code_version,
                 extras=services.host.environment_extras(),
                 limit=limit,

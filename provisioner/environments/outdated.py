@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import BindParameter, ColumnElement, Select, Subquery, and_, func, not_, or_
+from sqlalchemy import BindParameter, ColumnElement, Subquery, and_, func, not_, or_
 
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
-from provisioner.templates.repository import latest_versions_query
 
 
 def outdated_reasons(
@@ -34,16 +33,6 @@ def outdated_reasons(
     ):
         reasons.append(f"code {code or 'none'}, service {service_code_version}")
     return reasons
-
-
-def filter_outdated(
-    query: Select[EnvironmentRow], outdated: bool, service_code_version: str
-) -> Select[EnvironmentRow]:
-    """`query` limited to the outdated environments (or, with `outdated=False`, the current
-    ones): one join on the latest version per template, no query per row."""
-    latest = latest_versions_query().subquery()
-    query = query.outerjoin(latest, latest.c.template_name == EnvironmentRow.template_name)
-    return query.where(outdated_condition(latest, outdated, service_code_version))
 
 
 def outdated_condition(

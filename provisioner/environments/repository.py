@@ -20,8 +20,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from provisioner.environments.models import EnvironmentRow
-from provisioner.environments.outdated import filter_outdated, outdated_condition
+from provisioner.environments.models import DriftStatus, EnvironmentRow
+from provisioner.environments.outdated import outdated_condition
 from provisioner.operations.models import OperationRow
 from provisioner.templates.repository import latest_versions_query
 
@@ -48,7 +48,11 @@ _STORED = (
 
 @functools.cache
 def _page_statements(
-    by_tenant: bool, by_state: bool, by_template: bool, outdated: bool | None
+    by_tenant: bool,
+    by_state: bool,
+    by_template: bool,
+    outdated: bool | None,
+    drifted: bool | None,
 ) -> tuple[Select[Any], Select[Any]]:
     """The count and the page of `stored_page`, built once for each combination of filters
     (their values are parameters), so that SQLAlchemy compiles each once."""
@@ -59,6 +63,9 @@ def _page_statements(
         conditions.append(EnvironmentRow.state == bindparam("state"))
     if by_template:
         conditions.append(EnvironmentRow.template_name == bindparam("template"))
+    if drifted is not None:
+        is_drifted = EnvironmentRow.drift_status == DriftStatus.DRIFTED
+        conditions.append(is_drifted if drifted else ~is_drifted)
     matching = select(EnvironmentRow.id).where(*conditions)
     if outdated is not None:
         matching = matching.outerjoin(
@@ -104,36 +111,6 @@ class EnvironmentRepository:
         self.session.add(row)
         self.session.flush()
 
-    def list(
-        self,
-        *,
-        tenant: str | None,
-        state: str | None,
-        limit: int,
-        offset: int,
-        template: str | None = None,
-        outdated: bool | None = None,
-        code_version: str = "",
-    ) -> tuple[Sequence[EnvironmentRow], int]:
-        """A page of environments; `outdated` compares with the service's `code_version`."""
-        conditions = []
-        if tenant is not None:
-            conditions.append(EnvironmentRow.tenant == tenant)
-        if state is not None:
-            conditions.append(EnvironmentRow.state == state)
-        if template is not None:
-            conditions.append(EnvironmentRow.template_name == template)
-        query = select(EnvironmentRow).where(*conditions)
-        if outdated is not None:
-            query = filter_outdated(query, outdated, code_version)
-        # Counted on the key alone: a count over the full rows would read every JSON column.
-        ids = query.with_only_columns(EnvironmentRow.id).order_by(None).subquery()
-        total = self.session.scalar(select(func.count()).select_from(ids)) or 0
-        rows = self.session.scalars(
-            query.order_by(EnvironmentRow.tenant, EnvironmentRow.name).limit(limit).offset(offset)
-        ).all()
-        return rows, total
-
     def stored_page(
         self,
         *,
@@ -141,14 +118,16 @@ class EnvironmentRepository:
         state: str | None,
         template: str | None,
         outdated: bool | None,
+        drifted: bool | None,
         code_version: str,
         limit: int,
         offset: int,
     ) -> tuple[Sequence[tuple[Any, ...]], int]:
         """A page of environments (by tenant and name) as stored values (`_STORED`: the id
-        first), and the total."""
+        first), and the total. `outdated` compares with the service's `code_version`;
+        `drifted`: whose last drift check found drift (true) or not (false)."""
         count, page = _page_statements(
-            tenant is not None, state is not None, template is not None, outdated
+            tenant is not None, state is not None, template is not None, outdated, drifted
         )
         values = {
             "tenant": tenant,

@@ -20,7 +20,7 @@ from provisioner.config import Settings
 from provisioner.db import Database
 from provisioner.engines import load_engine
 from provisioner.engines.worker_host import WorkerOnlyHost
-from provisioner.environments.models import EnvironmentRow, EnvironmentState
+from provisioner.environments.models import DriftStatus, EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
 from provisioner.environments.schemas import EnvironmentPublic, FleetView, environment_public
 from provisioner.operations.models import FINAL_OPERATION_STATES, OperationRow
@@ -95,6 +95,25 @@ def _seed(session: Session) -> None:
             # Far ahead: the scheduler must not destroy them during the test.
             expires_at=at + timedelta(days=3650) if index % 4 == 1 else None,
             protected=index % 5 == 0,
+            drift_status=list(DriftStatus)[index % len(DriftStatus)],
+            drift_checked_at=at + timedelta(hours=1) if index % 3 != 2 else None,
+            drift_changes=[
+                {
+                    "resource": f"q-{name}",
+                    "type": "aws:sqs/queue:Queue",
+                    "kind": "update",
+                    "attributes": ["delaySeconds", "visibilityTimeout"],
+                },
+                {
+                    "resource": f"b-{name}",
+                    "type": "aws:s3/bucket:Bucket",
+                    "kind": "delete",
+                    "attributes": [],
+                },
+            ]
+            if index % 3 == 1
+            else [],
+            drift_operation_id=_id(1000 + index) if index % 3 != 2 else None,
             created_at=at,
             updated_at=at + timedelta(seconds=1),
         )
@@ -140,6 +159,7 @@ def _reference_page(
     state: str | None = None,
     template: str | None = None,
     outdated: bool | None = None,
+    drifted: bool | None = None,
 ) -> bytes:
     """The list route as it was rendered before the fast path: ORM rows, models, pydantic."""
     query = select(EnvironmentRow)
@@ -149,6 +169,9 @@ def _reference_page(
         query = query.where(EnvironmentRow.state == state)
     if template is not None:
         query = query.where(EnvironmentRow.template_name == template)
+    if drifted is not None:
+        is_drifted = EnvironmentRow.drift_status == DriftStatus.DRIFTED
+        query = query.where(is_drifted if drifted else ~is_drifted)
     everything = session.scalars(query.order_by(EnvironmentRow.tenant, EnvironmentRow.name)).all()
     fleet = FleetView(TemplateRepository(session).latest_versions(), CODE_VERSION)
     if outdated is not None:
@@ -200,6 +223,9 @@ QUERIES: list[dict[str, Any]] = [
     {"template": "gold", "outdated": True},
     {"outdated": True, "limit": 4, "offset": 2},
     {"outdated": False},
+    {"drifted": True},
+    {"drifted": False, "limit": 5, "offset": 1},
+    {"drifted": True, "outdated": True, "tenant": "acme"},
 ]
 
 
