@@ -69,7 +69,9 @@ def main() -> None:
     parser.add_argument("--size-mb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="runtime processes per environment")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="shared runtime worker processes (0: CPU cores)"
+    )
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
@@ -85,7 +87,7 @@ def main() -> None:
                 "engine": "local",
                 "port": port,
                 "local_aws_port": free_port(),
-                "local_workers_per_environment": args.workers,
+                "local_runtime_workers": args.workers,
                 "log_level": "WARNING",
             }
         )
@@ -187,9 +189,10 @@ def run(services: AppState, base: str, bodies: list[bytes], args: argparse.Names
         f"dispatch, the rest in the emulator and orchestration (queueing, Step Functions, "
         f"EventBridge→SQS, status writes)"
     )
-    busy = 100 * handler_total / (elapsed * max(1, args.workers))
+    workers = host.workers.size
+    busy = 100 * handler_total / (elapsed * workers)
     print(
-        f"elapsed {finished - started:.1f} s; the {args.workers} runtime workers were busy in "
+        f"elapsed {finished - started:.1f} s; the {workers} runtime workers were busy in "
         f"handlers {busy:.0f} % of the time"
     )
 
