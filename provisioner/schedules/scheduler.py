@@ -42,7 +42,7 @@ class Scheduler:
         """Blocking: one round of due work."""
         with self.database.session() as session:
             result = run_tick(session, self.settings, self.engine, now or self.clock())
-        if result.destroys:
+        if result.queued:
             self.wake_runner()
         return result
 
