@@ -32,6 +32,7 @@ from provisioner.environments.service import (
     environment_config,
     request_fingerprint,
 )
+from provisioner.fleet.service import FleetService
 from provisioner.operations.repository import OperationRepository
 from provisioner.schedules.drift import queue_due_checks, remediate_drift
 
@@ -48,6 +49,7 @@ class TickResult:
     approvals_expired: list[str] = field(default_factory=list)  # operation ids
     remediations: list[str] = field(default_factory=list)  # operation ids
     drift_checks: list[str] = field(default_factory=list)  # operation ids
+    fleet_samples: int = 0  # rows written (0: this period was sampled already)
 
     @property
     def queued(self) -> bool:
@@ -55,7 +57,9 @@ class TickResult:
         return bool(self.destroys or self.remediations or self.drift_checks)
 
 
-def run_tick(session: Session, settings: Settings, engine: str, now: datetime) -> TickResult:
+def run_tick(
+    session: Session, settings: Settings, engine: str, now: datetime, code_version: str
+) -> TickResult:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TICK_LOCK_KEY})
     result = TickResult()
@@ -66,6 +70,11 @@ def run_tick(session: Session, settings: Settings, engine: str, now: datetime) -
     # Remediations first: a drifted environment is restored before it is checked again.
     result.remediations = remediate_drift(session, settings, engine)
     result.drift_checks = queue_due_checks(session, settings, engine, now)
+    result.fleet_samples = FleetService(session, code_version).record_sample(
+        now,
+        settings.fleet_sample_interval_s,
+        timedelta(hours=settings.fleet_sample_retention_hours),
+    )
     return result
 
 
