@@ -10,6 +10,7 @@ from provisioner.engines.base import EngineHost
 from provisioner.metrics import Metrics
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
+from provisioner.rollouts.scheduler import RolloutScheduler
 from provisioner.schedules.scheduler import Scheduler
 
 
@@ -23,5 +24,6 @@ class AppState:
     metrics: Metrics
     notifier: OperationNotifier
     scheduler: Scheduler
+    rollouts: RolloutScheduler
     # The service's code version (provisioner.versions), or the one a test gave create_app.
     code_version: str
