@@ -35,7 +35,7 @@ from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
 from provisioner.rollouts import endpoints as rollout_endpoints
 from provisioner.rollouts.scheduler import RolloutScheduler
-from provisioner.rollouts.verify import Verifier
+from provisioner.rollouts.verify import Verifier, data_plane_verifier
 from provisioner.schedules.scheduler import Clock, Scheduler
 from provisioner.state import AppState
 from provisioner.templates import endpoints as template_endpoints
@@ -61,7 +61,8 @@ def create_app(
 ) -> FastAPI:
     """Build the app. `engine_reference`/`host_factory` let tests run their own engine,
     `clock` tells the scheduler the time, and `code_version` stands in for the digest of this
-    tree (provisioner.versions), and `rollout_verifier` runs verified rollouts' smoke tests."""
+    tree (provisioner.versions), and `rollout_verifier` stands in for
+    verified rollouts' data-plane smoke test."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
@@ -104,8 +105,9 @@ def create_app(
         engine_name = load_engine(reference).name
         scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
         await scheduler.start()
+        verifier = rollout_verifier or data_plane_verifier(host)
         rollouts = RolloutScheduler(
-            settings, database, engine_name, runner.wake, notifier, rollout_verifier
+            settings, database, engine_name, runner.wake, notifier, verifier
         )
         await rollouts.start()
         await dispatcher.start()

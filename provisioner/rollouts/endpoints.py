@@ -13,7 +13,7 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from provisioner.audit.middleware import audit_target
 from provisioner.auth.service import Principal
 from provisioner.deps import AppStateDep, Limit, Offset, PrincipalDep, SessionDep
-from provisioner.errors import ValidationFailed, error_responses
+from provisioner.errors import error_responses
 from provisioner.rollouts.models import (
     FINAL_ROLLOUT_STATES,
     RolloutEventRow,
@@ -53,7 +53,7 @@ def _public(service: RolloutService, row: RolloutRow) -> RolloutPublic:
     "",
     status_code=202,
     response_model=RolloutPublic,
-    responses=error_responses(403, 422),
+    responses=error_responses(400, 403, 422),
     summary="Start a rollout over a fixed snapshot of the environments a selector matches",
 )
 def create_rollout(
@@ -65,16 +65,6 @@ def create_rollout(
     services: AppStateDep,
 ) -> RolloutPublic:
     audit_target(request, principal.tenant, None)
-    if body.strategy.verify and not services.rollouts.can_verify:
-        raise ValidationFailed(
-            [
-                {
-                    "loc": ["body", "strategy", "verify"],
-                    "msg": "this service has no data-plane verifier",
-                    "type": "value_error",
-                }
-            ]
-        )
     row = service.create(principal, body)
     audit_target(request, row.tenant, row.id)
     public = _public(service, row)

@@ -40,7 +40,7 @@ class RolloutScheduler:
         engine: str,
         wake_runner: Callable[[], None],
         notifier: OperationNotifier,
-        verifier: Verifier | None,
+        verifier: Verifier,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -48,19 +48,11 @@ class RolloutScheduler:
         self.wake_runner = wake_runner
         self.notifier = notifier
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.verifications = (
-            Verifications(settings, database, verifier, self.owner, self._recorded)
-            if verifier is not None
-            else None
-        )
+        self.verifications = Verifications(settings, database, verifier, self.owner, self._recorded)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def can_verify(self) -> bool:
-        return self.verifications is not None
 
     def tick(self) -> dict[str, Step]:
         """Blocking: advance every active rollout once; claim due verifications."""
@@ -81,9 +73,8 @@ class RolloutScheduler:
         for rollout_id, step in steps.items():
             if step.changed:
                 self.notifier.notify(stream_key(rollout_id))
-        if self.verifications is not None:
-            self.verifications.renew()
-            self.verifications.claim_and_start()
+        self.verifications.renew()
+        self.verifications.claim_and_start()
         return steps
 
     def wake(self) -> None:
@@ -106,8 +97,7 @@ class RolloutScheduler:
             self._stopping.set()
             self._wake.set()
             await self._task  # a tick already in its thread finishes first
-        if self.verifications is not None:
-            await asyncio.to_thread(self.verifications.stop)
+        await asyncio.to_thread(self.verifications.stop)
 
     async def _run(self) -> None:
         assert self._stopping is not None

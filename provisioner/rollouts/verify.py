@@ -22,8 +22,11 @@ from sqlalchemy import update
 
 from provisioner.config import Settings
 from provisioner.db import Database, utcnow
+from provisioner.engines.base import EngineHost
 from provisioner.environments.repository import EnvironmentRepository
 from provisioner.errors import ProvisionerError
+from provisioner.files.canary import run_canary
+from provisioner.files.service import EnvironmentDataPlane
 from provisioner.rollouts.models import RolloutTargetRow, TargetState
 from provisioner.rollouts.repository import RolloutRepository
 from provisioner.rollouts.schemas import Strategy
@@ -43,16 +46,22 @@ class VerifyTarget:
     status_ttl_days: int
 
 
-class VerificationFailed(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 # Runs one smoke test within the timeout: returns the canary file's final status item, or
-# raises VerificationFailed (any ProvisionerError counts as failed too). `cancel` is set when
-# the service shuts down.
+# raises `CanaryFailed` (any ProvisionerError counts as a failure). `cancel` is set when the
+# service shuts down.
 Verifier = Callable[[VerifyTarget, float, threading.Event], dict[str, Any]]
+
+
+def data_plane_verifier(host: EngineHost) -> Verifier:
+    """The real smoke test: a canary file through the environment's data plane
+    (`provisioner.files.canary`), the same on both engines."""
+
+    def verify(target: VerifyTarget, timeout_s: float, cancel: threading.Event) -> dict[str, Any]:
+        access = host.data_plane(target.tenant, target.region)
+        plane = EnvironmentDataPlane(access, target.outputs, target.status_ttl_days)
+        return run_canary(plane, timeout_s, cancel)
+
+    return verify
 
 
 @dataclass(frozen=True)
@@ -168,8 +177,6 @@ class Verifications:
         try:
             item = self.verifier(job.target, job.timeout_s, self._stopping)
             outcome = (TargetState.SUCCEEDED, None, item)
-        except VerificationFailed as error:
-            outcome = (TargetState.FAILED, f"verification failed: {error.reason}", None)
         except ProvisionerError as error:
             outcome = (TargetState.FAILED, f"verification failed: {error.detail}", None)
         except Exception as error:  # a broken verifier fails the target, with its cause logged

@@ -15,7 +15,8 @@ from sqlalchemy import create_engine, text
 
 from provisioner.app import create_app
 from provisioner.config import Settings
-from provisioner.rollouts.verify import VerificationFailed, VerifyTarget
+from provisioner.files.canary import CanaryFailed
+from provisioner.rollouts.verify import VerifyTarget
 from tests.factories import ADMIN_KEY, auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 
@@ -41,9 +42,9 @@ class ScriptedVerifier:
             self.calls.append(name)
         while self.gate is not None and not self.gate.is_set():
             if cancel.wait(0.02):
-                raise VerificationFailed("cancelled")
+                raise CanaryFailed("cancelled")
         if name in self.failing:
-            raise VerificationFailed(f"canary file of {name} ended FAILED")
+            raise CanaryFailed(f"canary file of {name} ended FAILED")
         return {"status": "COMPLETED", "environment": name}
 
 

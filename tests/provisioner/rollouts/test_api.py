@@ -83,18 +83,6 @@ def test_bad_input_is_422_naming_the_field(
     assert client.get("/rollouts", headers=auth()).json()["total"] == 0
 
 
-def test_verify_without_a_verifier_is_422(rollout_settings: Settings) -> None:
-    with TestClient(build_app(rollout_settings, None)) as client:
-        ready(client, "acme", "dev")
-        response = client.post(
-            "/rollouts",
-            json={"selector": {"tenants": ["acme"]}, "strategy": {"verify": True}},
-            headers=auth(),
-        )
-        assert response.status_code == 422, response.text
-        assert response.json()["errors"][0]["loc"] == ["body", "strategy", "verify"]
-
-
 def test_tenant_keys_roll_out_only_their_own_tenant(client: TestClient) -> None:
     _two_tenants(client)
     acme = create_api_key(client, "tenant:acme")

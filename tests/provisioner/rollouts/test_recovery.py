@@ -70,7 +70,10 @@ def test_restart_mid_rollout_continues_and_retries_interrupted_targets_once(
             {"selector": {"template": "gold"}, "strategy": {"canary": 0, "maxConcurrent": 2}},
         )
         for name in ("e1", "e2"):
-            wait_until(lambda n=name: _operation_running(client, rollout["id"], n), message=name)
+            # Its worker is running the update (the first fork can take seconds when loaded).
+            log = tmp_path / f"{name}.log"
+            wait_until(lambda log=log: _runs(log, "update") == 1, message=name)
+            assert _operation_running(client, rollout["id"], name)
     # The service stopped with e1 and e2 running: their operations were interrupted.
     gate.touch()
     with TestClient(build_app(rollout_settings, verifier)) as client:
