@@ -26,6 +26,7 @@ from provisioner.environments import endpoints as environment_endpoints
 from provisioner.environments.service import recreate_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
 from provisioner.files import local_api
+from provisioner.fleet import endpoints as fleet_endpoints
 from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
@@ -103,7 +104,9 @@ def create_app(
         )
         await runner.start()
         engine_name = load_engine(reference).name
-        scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
+        scheduler = Scheduler(
+            settings, database, engine_name, runner.wake, clock, code_version=service_version
+        )
         await scheduler.start()
         verifier = rollout_verifier or data_plane_verifier(host)
         rollouts = RolloutScheduler(
@@ -173,6 +176,7 @@ def create_app(
         auth_endpoints.router,
         audit_endpoints.router,
         tenant_endpoints.router,
+        fleet_endpoints.router,
         template_endpoints.admin_router,
         template_endpoints.router,
         rollout_endpoints.router,

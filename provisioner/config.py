@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     approval_ttl_minutes: int = Field(default=1440, ge=1, le=525_600)
     # How often each replica's scheduler looks for due work.
     schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # The fleet's counts are sampled once per this period (for its charts over time), and
+    # samples older than the retention are pruned.
+    fleet_sample_interval_s: float = Field(default=60.0, ge=1, le=86_400)
+    fleet_sample_retention_hours: int = Field(default=168, ge=1, le=8760)
     log_json: bool = False
 
     # --- rollouts (docs/architecture.md §7) ---
@@ -79,7 +83,8 @@ class Settings(BaseSettings):
     # --- local engine ---
     local_aws_host: str = "127.0.0.1"
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
-    local_workers_per_environment: int = Field(default=2, ge=1, le=16)
+    # Lambda runtime processes shared by every local environment; 0: one per CPU core.
+    local_runtime_workers: int = Field(default=0, ge=0, le=64)
 
     # --- webhooks (docs/architecture.md §8) ---
     webhook_allowed_hosts: str = Field(

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.db import utcnow
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
-from provisioner.environments.outdated import filter_outdated
+from provisioner.environments.outdated import outdated_condition
 from provisioner.rollouts.models import (
     ACTIVE_ROLLOUT_STATES,
     RolloutEventRow,
@@ -19,6 +19,7 @@ from provisioner.rollouts.models import (
     RolloutTargetRow,
     TargetState,
 )
+from provisioner.templates.repository import latest_versions_query
 
 
 class RolloutRepository:
@@ -79,7 +80,10 @@ class RolloutRepository:
             if version is not None:
                 query = query.where(EnvironmentRow.template_version == version)
         if outdated is not None:
-            query = filter_outdated(query, outdated, code_version)
+            latest = latest_versions_query().subquery()
+            query = query.outerjoin(
+                latest, latest.c.template_name == EnvironmentRow.template_name
+            ).where(outdated_condition(latest, outdated, code_version))
         return list(
             self.session.scalars(
                 query.order_by(EnvironmentRow.tenant, EnvironmentRow.name).limit(limit)

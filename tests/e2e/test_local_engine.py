@@ -257,6 +257,14 @@ def test_destroy_leaves_nothing_and_the_name_can_be_reused(service: RunningServi
         for r in session.client("events", endpoint_url=endpoint).list_rules()["Rules"]
         if r["Name"].startswith(prefix)
     ]
+    assert not session.client("cloudwatch", endpoint_url=endpoint).describe_alarms(
+        AlarmNamePrefix=prefix
+    )["MetricAlarms"]
+    assert not [
+        t
+        for t in session.client("sns", endpoint_url=endpoint).list_topics()["Topics"]
+        if f":{prefix}" in t["TopicArn"]
+    ]
     again = service.create("acme", "gone")
     assert again["state"] == "READY"
     identifier = service.upload(again, "incoming/y.csv", trades_csv())
