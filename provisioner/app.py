@@ -23,7 +23,7 @@ from provisioner.engines import build_host, load_engine
 from provisioner.engines import engine_reference as reference_of
 from provisioner.engines.base import EngineHost
 from provisioner.environments import endpoints as environment_endpoints
-from provisioner.environments.service import recreate_ephemeral_environments
+from provisioner.environments.service import restore_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
 from provisioner.files import local_api
 from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
@@ -87,7 +87,7 @@ def create_app(
         host = host_factory(settings) if host_factory else build_host(reference, settings)
         await asyncio.to_thread(host.start)
         if host.ephemeral:
-            recreated = await asyncio.to_thread(_recreate_ephemeral, database, settings)
+            recreated = await asyncio.to_thread(_restore_ephemeral, database, settings, host)
             if recreated:
                 log.warning("service.environments_recreated", count=recreated)
         notifier = OperationNotifier()
@@ -171,6 +171,7 @@ def create_app(
     return app
 
 
-def _recreate_ephemeral(database: Database, settings: Settings) -> int:
+def _restore_ephemeral(database: Database, settings: Settings, host: EngineHost) -> int:
     with database.session() as session:
-        return len(recreate_ephemeral_environments(session, settings, settings.engine))
+        recreated = restore_ephemeral_environments(session, settings, settings.engine, host.restore)
+        return len(recreated)

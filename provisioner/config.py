@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     local_aws_host: str = "127.0.0.1"
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
     local_workers_per_environment: int = Field(default=2, ge=1, le=16)
+    # The emulator's state is saved under DATA_DIR/emulator (provisioner.emulator.persistence):
+    # every this many seconds when something changed (0: only at shutdown), and at shutdown
+    # after waiting up to `local_drain_timeout_s` for running executions to finish.
+    local_snapshot_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    local_drain_timeout_s: float = Field(default=30.0, ge=0, le=600)
 
     # --- webhooks (docs/architecture.md §8) ---
     webhook_allowed_hosts: str = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from provisioner.config import Settings
@@ -38,6 +38,9 @@ class WorkerOnlyHost:
 
     def stop(self) -> None:
         return None
+
+    def restore(self, configs: Sequence[PipelineConfig]) -> dict[str, str]:
+        return {}  # nothing lives in the service: nothing to bring back
 
     def health(self) -> EngineHealth:
         return self._engine.build(self._settings).health()

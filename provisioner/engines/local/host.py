@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from typing import Final
 
 import boto3
 import moto
@@ -13,13 +15,16 @@ import structlog
 
 from provisioner.config import Settings
 from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.lambda_dispatch import (
     FunctionStats,
     InvocationResult,
     LambdaDispatcher,
 )
+from provisioner.emulator.persistence import EmulatorPersistence, RestoreOutcome
 from provisioner.emulator.runtime import LOCAL_CREDENTIALS, EnvironmentRuntime
 from provisioner.emulator.server import EmulatorServer
+from provisioner.emulator.snapshot import running_executions
 from provisioner.engines.aws import DataPlaneAccess
 from provisioner.engines.base import (
     EngineHealth,
@@ -28,6 +33,7 @@ from provisioner.engines.base import (
     StatusApiReply,
     StatusApiRequest,
 )
+from provisioner.engines.local.recovery import redrive_interrupted
 from provisioner.engines.local.status_api import proxy_reply, rest_proxy_event
 from provisioner.errors import NotFoundError, UnavailableError
 from stacks import spec
@@ -36,16 +42,21 @@ from stacks.spec import FunctionName
 
 log = structlog.get_logger(__name__)
 
+EMULATOR_STATE_DIR: Final = "emulator"
+
 
 class LocalHost:
     """Service-side half: the emulator server, the Lambda dispatcher, running environments."""
 
-    # The emulator keeps no state across restarts (see the module docstring).
+    # The emulator lives in this process: after a restart its environments come back from
+    # the snapshot (`restore`), or are re-created.
     ephemeral: bool = True
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._server = EmulatorServer(settings.local_aws_host, settings.local_aws_port)
+        self._persistence: EmulatorPersistence | None = None
+        self._restored = RestoreOutcome(False, "the emulator has not started")
         self._dispatcher = LambdaDispatcher()
         self._runtimes: dict[str, EnvironmentRuntime] = {}
         self._data_planes: dict[str, DataPlaneAccess] = {}
@@ -57,19 +68,69 @@ class LocalHost:
 
     def start(self) -> None:
         self._server.start()
-        # moto's backends are process-wide: start from nothing, as a fresh process would.
+        # moto's backends are process-wide: start from nothing, as a fresh process would,
+        # then from the last snapshot, if there is a usable one.
         self._server.reset()
+        self._persistence = EmulatorPersistence(
+            self._settings.data_dir / EMULATOR_STATE_DIR,
+            self._server.gate,
+            self._settings.local_snapshot_interval_s,
+        )
+        self._restored = self._persistence.restore()
         self._dispatcher.install()
+        self._persistence.start()
         log.info("local.emulator_ready", endpoint=self.endpoint_url)
+
+    def restore(self, configs: Sequence[PipelineConfig]) -> dict[str, str]:
+        """Run again the environments that were READY, as the snapshot kept them; returns,
+        by stack name, why the others cannot be (they are then re-created)."""
+        lost: dict[str, str] = {}
+        for config in configs:
+            if not self._restored.restored:
+                lost[config.stack_name] = str(self._restored.reason)
+            elif not self._exists(config):
+                lost[config.stack_name] = "the environment is not in the emulator's snapshot"
+            else:
+                self._start_runtime(config)
+                clients = AwsClients.for_endpoint(self.endpoint_url, region=config.region)
+                redrive_interrupted(config, clients, self._restored.interrupted)
+        return lost
 
     def stop(self) -> None:
         with self._lock:
             runtimes = list(self._runtimes.values())
             self._runtimes.clear()
+        # Drain: no new files; what runs finishes, so the last snapshot has nothing in flight.
+        for runtime in runtimes:
+            runtime.pause_intake()
+        self._drain(self._settings.local_drain_timeout_s)
         for runtime in runtimes:
             runtime.stop()
+        if self._persistence is not None:
+            self._persistence.stop()
+            self._persistence = None
         self._dispatcher.uninstall()
         self._server.stop()
+
+    def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (running := running_executions()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if running:
+            # They are marked interrupted at the next start, and their files started again.
+            log.warning("local.drain_timed_out", running_executions=running, timeout_s=timeout_s)
+
+    def _exists(self, config: PipelineConfig) -> bool:
+        clients = AwsClients.for_endpoint(self.endpoint_url, region=config.region)
+        arn = spec.pipeline_arns(config, MOTO_ACCOUNT_ID).state_machine
+        try:
+            clients.stepfunctions.describe_state_machine(stateMachineArn=arn)
+            clients.sqs.get_queue_url(QueueName=spec.names(config, MOTO_ACCOUNT_ID).ingest_queue)
+        except clients.stepfunctions.exceptions.StateMachineDoesNotExist:
+            return False
+        except clients.sqs.exceptions.QueueDoesNotExist:
+            return False
+        return True
 
     def health(self) -> EngineHealth:
         if not self._server.running or not self._server.healthy():
@@ -86,16 +147,19 @@ class LocalHost:
         if not succeeded or request.kind not in (OperationKind.CREATE, OperationKind.UPDATE):
             return
         # An update may change what the handlers read (e.g. the bad-row threshold): restart.
-        self._stop_runtime(request.config.stack_name)
+        self._start_runtime(request.config)
+
+    def _start_runtime(self, config: PipelineConfig) -> None:
+        self._stop_runtime(config.stack_name)
         runtime = EnvironmentRuntime(
-            request.config,
+            config,
             self.endpoint_url,
             self._dispatcher,
             self._settings.local_workers_per_environment,
         )
         runtime.start()
         with self._lock:
-            self._runtimes[request.config.stack_name] = runtime
+            self._runtimes[config.stack_name] = runtime
 
     def environment_extras(self) -> dict[str, str]:
         return {"awsEndpointUrl": self.endpoint_url}
