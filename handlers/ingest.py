@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from handlers.core import runtime
 from handlers.core.errors import MalformedEventError
 from handlers.core.ids import execution_name, file_id
+from handlers.core.status_model import is_canary_key
 from handlers.core.status_store import DEFAULT_TTL_DAYS, StatusStore
 
 logger = Logger()
@@ -88,6 +89,7 @@ def start_pipeline(upload: Upload) -> None:
         object_key=upload.object_key,
         version_id=upload.version_id,
         ttl_days=ttl_days,
+        canary=is_canary_key(upload.object_key),
     )
     sfn = runtime.stepfunctions()
     payload = {

@@ -39,6 +39,9 @@ MAX_TAG_KEY_LENGTH: Final = 128
 MAX_TAG_VALUE_LENGTH: Final = 256
 # AWS's tag rule: Unicode letters, digits and spaces, and these (no tabs, no newlines).
 _TAG_PUNCTUATION: Final = frozenset("_.:/=+-@")
+# An e-mail address as SNS takes it: one @, a dotted domain, no spaces; 254 is SMTP's limit.
+EMAIL_PATTERN: Final = re.compile(r"[^@\s]+@[^@\s.]+(?:\.[^@\s.]+)+")
+MAX_EMAIL_LENGTH: Final = 254
 _LAYER_ARN: Final = re.compile(r"arn:aws:lambda:[a-z0-9-]+:\d{12}:layer:[A-Za-z0-9_-]+:\d+")
 
 
@@ -89,6 +92,11 @@ class PipelineSettings(BaseModel):
         description="Override the AWS SDK for pandas layer (pyarrow) of the validator and "
         "processor (default: AWS's published ARN of the pinned release for the region)",
     )
+    alarm_email: str | None = Field(
+        default=None,
+        description="E-mail address subscribed to the environment's alarm topic (SNS asks it "
+        "to confirm first)",
+    )
 
     @field_validator("log_retention_days")
     @classmethod
@@ -113,6 +121,15 @@ class PipelineSettings(BaseModel):
         rate = info.data.get("api_rate_limit")
         if rate is not None and value < rate:
             raise ValueError(f"must be at least api_rate_limit ({rate:g})")
+        return value
+
+    @field_validator("alarm_email")
+    @classmethod
+    def _alarm_email(cls, value: str | None) -> str | None:
+        if value is not None and not (
+            len(value) <= MAX_EMAIL_LENGTH and EMAIL_PATTERN.fullmatch(value)
+        ):
+            raise ValueError("must be an e-mail address (name@example.com)")
         return value
 
     @field_validator("powertools_layer_arn", "pandas_layer_arn")

@@ -14,10 +14,13 @@ from typing import Final, Literal
 from stacks.config import PipelineConfig
 
 __all__ = [
+    "ALARMS",
     "API_STAGE",
+    "DLQ_ALARMS",
     "FUNCTIONS",
     "QUEUES",
     "STAGE_FUNCTIONS",
+    "AlarmKey",
     "FunctionName",
     "PipelineArns",
     "PipelineNames",
@@ -57,6 +60,23 @@ STAGE_DLQS: Final[dict[StageName, QueueKey]] = {
     "aggregator": "aggregator-dlq",
 }
 
+# The environment's CloudWatch alarms (docs/architecture.md §8): one on each dead-letter queue's
+# depth, one on the state machine's failed executions.
+AlarmKey = Literal[
+    "ingest-dlq-depth",
+    "validator-dlq-depth",
+    "processor-dlq-depth",
+    "aggregator-dlq-depth",
+    "failed-executions",
+]
+DLQ_ALARMS: Final[dict[AlarmKey, QueueKey]] = {
+    "ingest-dlq-depth": "ingest-dlq",
+    "validator-dlq-depth": "validator-dlq",
+    "processor-dlq-depth": "processor-dlq",
+    "aggregator-dlq-depth": "aggregator-dlq",
+}
+ALARMS: Final[tuple[AlarmKey, ...]] = (*DLQ_ALARMS, "failed-executions")
+
 # The status API's one stage (API Gateway's; the local engine serves the same path).
 API_STAGE: Final = "prod"
 
@@ -84,6 +104,9 @@ class PipelineNames:
     function_log_groups: dict[FunctionName, str]
     state_machine_log_group: str
     api_access_log_group: str
+    alarm_topic: str
+    alarm_key_alias: str  # the topic's KMS key, found by its alias (a key has no name)
+    alarms: dict[AlarmKey, str]
 
     @property
     def ingest_queue(self) -> str:
@@ -126,6 +149,9 @@ def names(config: PipelineConfig, account_id: str) -> PipelineNames:
         function_log_groups={fn: function_log_group(name) for fn, name in functions.items()},
         state_machine_log_group=f"/aws/vendedlogs/states/{state_machine}",
         api_access_log_group=f"/aws/apigateway/{api}/access",
+        alarm_topic=f"{prefix}-alarms",
+        alarm_key_alias=f"alias/{prefix}-alarms",
+        alarms={key: f"{prefix}-{key}" for key in ALARMS},
     )
 
 
@@ -144,6 +170,8 @@ class PipelineArns:
     state_machine_log_group: str
     log_groups: dict[str, str]  # every log group's ARN, by name
     ingest_rule: str
+    alarm_topic: str
+    alarms: dict[AlarmKey, str]
 
     @property
     def ingest_queue(self) -> str:
@@ -206,4 +234,8 @@ def pipeline_arns(config: PipelineConfig, account_id: str, partition: str = "aws
             )
         },
         ingest_rule=regional("events", f"rule/{physical.ingest_rule}"),
+        alarm_topic=regional("sns", physical.alarm_topic),
+        alarms={
+            key: regional("cloudwatch", f"alarm:{name}") for key, name in physical.alarms.items()
+        },
     )

@@ -1,5 +1,4 @@
 """`FilePipeline`: one pipeline environment as a Pulumi component, built from `stacks.spec`.
-
 Every resource of architecture.md §2 is a child of the component and takes its AWS provider from it.
 
 The status API is not public: both methods use `AWS_IAM` authorization, so a caller needs
@@ -26,17 +25,13 @@ import pulumi_aws as aws
 from handlers.core.routes import STATUS_ROUTES, resource_paths
 from stacks import spec
 from stacks.config import PipelineConfig
+from stacks.pipeline_alarms import alarm_topic
 from stacks.policies import PolicyDocument
 
 TYPE_TOKEN: Final = "marketdata:pipeline:FilePipeline"
 
 # The repository's Lambda code: the `handlers` package next to the `stacks` package.
 HANDLERS_DIR: Final = spec.HANDLERS_DIR
-# The handler strings of `spec.function_specs` start with the package name.
-
-# What the component registers, by type (the model's inventory): `stacks.program` adds these up
-# and the tests compare them with what a mocked `pulumi up` registers.
-CHILD_RESOURCE_COUNTS: Final[Mapping[str, int]] = spec.inventory_counts()
 
 
 @dataclass(frozen=True)
@@ -68,6 +63,7 @@ class FilePipeline(pulumi.ComponentResource):
     state_machine_arn: pulumi.Output[str]
     function_names: dict[spec.FunctionName, pulumi.Output[str]]
     api_endpoint: pulumi.Output[str]
+    alarm_topic_arn: pulumi.Output[str]
 
     def __init__(
         self, name: str, args: FilePipelineArgs, opts: pulumi.ResourceOptions | None = None
@@ -228,7 +224,10 @@ class FilePipeline(pulumi.ComponentResource):
         # --- status API ------------------------------------------------------------------
         api_stage = self._status_api(physical.api, functions["status"], api_log_group)
 
-        # --- outputs ---------------------------------------------------------------------
+        # --- alarms (stacks.pipeline_alarms) and outputs ------------------------------------
+        self.alarm_topic_arn = alarm_topic(
+            name, config, physical, arns, account_id, partition, self._tags, self._child
+        ).arn
         self.bucket_name = bucket.bucket
         self.queue_urls = {key: queue.url for key, queue in queues.items()}
         self.status_table_name = table.name
@@ -247,6 +246,7 @@ class FilePipeline(pulumi.ComponentResource):
             state_machine_arn=self.state_machine_arn,
             function_names=self.function_names,
             api_endpoint=self.api_endpoint,
+            alarm_topic_arn=self.alarm_topic_arn,
         )
 
     # --- helpers -----------------------------------------------------------------------------

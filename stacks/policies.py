@@ -1,7 +1,8 @@
 """IAM and resource policies of one pipeline, as JSON documents built from `naming.pipeline_arns`.
 
 Least privilege: every Allow names its actions (no "*" action) and its resources. The only
-`"Resource": "*"` statements are those AWS requires (Step Functions log delivery).
+`"Resource": "*"` statements are those AWS requires (Step Functions log delivery) and those of
+the alarm key's policy, where "*" means the key itself.
 """
 
 from __future__ import annotations
@@ -169,5 +170,66 @@ def bucket_policy(bucket_arn: str) -> PolicyDocument:
             "Action": "s3:*",
             "Resource": resources,
             "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+        },
+    )
+
+
+def alarm_topic_policy(arns: PipelineArns, account_id: str) -> PolicyDocument:
+    """Only this environment's alarms may publish to its alarm topic: CloudWatch on their behalf."""
+    return _document(
+        {
+            "Sid": "FromOwnAlarms",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": "sns:Publish",
+            "Resource": arns.alarm_topic,
+            "Condition": {
+                "StringEquals": {"aws:SourceAccount": account_id},
+                "ArnLike": {"aws:SourceArn": sorted(arns.alarms.values())},
+            },
+        }
+    )
+
+
+# The account's key administration (AWS's default "key administrators" statement): without it
+# nobody could change or delete the key, since a key policy is the root of its access.
+_KEY_ADMINISTRATION: Final = [
+    "kms:Create*",
+    "kms:Describe*",
+    "kms:Enable*",
+    "kms:List*",
+    "kms:Put*",
+    "kms:Update*",
+    "kms:Revoke*",
+    "kms:Disable*",
+    "kms:Get*",
+    "kms:Delete*",
+    "kms:TagResource",
+    "kms:UntagResource",
+    "kms:ScheduleKeyDeletion",
+    "kms:CancelKeyDeletion",
+]
+
+
+def alarm_key_policy(account_id: str, partition: str = "aws") -> PolicyDocument:
+    """The alarm topic's key: the account administers it, CloudWatch encrypts what it publishes.
+
+    SNS encrypts a message with the publisher's permissions, so CloudWatch needs
+    kms:GenerateDataKey* and kms:Decrypt on the key; the key encrypts nothing but the topic.
+    """
+    return _document(
+        {
+            "Sid": "AccountAdministers",
+            "Effect": "Allow",
+            "Principal": {"AWS": f"arn:{partition}:iam::{account_id}:root"},
+            "Action": _KEY_ADMINISTRATION,
+            "Resource": "*",
+        },
+        {
+            "Sid": "CloudWatchPublishes",
+            "Effect": "Allow",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"},
+            "Action": ["kms:GenerateDataKey*", "kms:Decrypt"],
+            "Resource": "*",
         },
     )

@@ -11,8 +11,8 @@ import pulumi
 import pulumi_aws as aws
 
 from stacks.config import PipelineConfig
-from stacks.pipeline import CHILD_RESOURCE_COUNTS, FilePipeline, FilePipelineArgs
-from stacks.spec import STACK_OUTPUTS
+from stacks.pipeline import FilePipeline, FilePipelineArgs
+from stacks.spec import STACK_OUTPUTS, inventory_counts
 
 __all__ = ["STACK_OUTPUTS", "expected_resource_count", "pipeline_program"]
 
@@ -23,12 +23,9 @@ _FIXED_RESOURCES = 3
 
 
 def expected_resource_count(config: PipelineConfig) -> int:
-    """How many resources a `pulumi up` of `pipeline_program(config)` registers.
-
-    The same for every configuration today; `config` is taken so that optional parts can count.
-    """
-    del config
-    return _FIXED_RESOURCES + sum(CHILD_RESOURCE_COUNTS.values())
+    """How many resources a `pulumi up` of `pipeline_program(config)` registers (the model's
+    inventory for `config`: the e-mail subscription is optional)."""
+    return _FIXED_RESOURCES + sum(inventory_counts(config).values())
 
 
 def pipeline_program(config: PipelineConfig) -> Callable[[], None]:

@@ -20,9 +20,21 @@ from typing import Final, Literal, TypeVar
 from handlers.core.routes import STATUS_ROUTES, Route, resource_paths
 from handlers.core.status_model import OBJECT_KEY_INDEX, TTL_ATTRIBUTE
 from stacks.config import PipelineConfig
-from stacks.naming import API_STAGE, FUNCTIONS, QUEUES, FunctionName, QueueKey
+from stacks.naming import (
+    ALARMS,
+    API_STAGE,
+    DLQ_ALARMS,
+    FUNCTIONS,
+    QUEUES,
+    AlarmKey,
+    FunctionName,
+    PipelineNames,
+    QueueKey,
+)
 
 __all__ = [
+    "ALARM_KEY",
+    "ALARM_TOPIC",
     "API",
     "BUCKET",
     "INGEST_RULE",
@@ -31,9 +43,12 @@ __all__ = [
     "STACK_OUTPUTS",
     "STATE_MACHINE",
     "STATUS_TABLE",
+    "AlarmSettings",
     "InventoryItem",
     "LifecycleRule",
     "QueueSettings",
+    "alarm_settings",
+    "inventory",
     "inventory_counts",
     "lifecycle_rules",
     "queue_settings",
@@ -389,12 +404,121 @@ API_RESOURCE_KEYS: Final[Mapping[str, str]] = {
     "/files": "files",
 }
 
+# --- alarms (docs/architecture.md §8) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlarmTopicSettings:
+    display_name: str
+    # SNS has no service-owned key, and CloudWatch cannot publish to a topic under SNS's
+    # AWS-managed key (alias/aws/sns: its key policy cannot grant CloudWatch kms:Decrypt and
+    # kms:GenerateDataKey*), so the topic has a key of its own (`ALARM_KEY`).
+    encrypted: bool
+    email_protocol: Literal["email"]
+
+
+ALARM_TOPIC: Final = AlarmTopicSettings(
+    display_name="Pipeline alarms", encrypted=True, email_protocol="email"
+)
+
+
+@dataclass(frozen=True)
+class AlarmKeySettings:
+    """The topic's customer-managed KMS key (`policies.alarm_key_policy`)."""
+
+    description: str
+    rotation: bool
+    # KMS never deletes a key at once; the shortest window it accepts (destroyable, §2).
+    deletion_window_days: int
+    usage: Literal["ENCRYPT_DECRYPT"]
+    spec: Literal["SYMMETRIC_DEFAULT"]
+
+
+ALARM_KEY: Final = AlarmKeySettings(
+    description="Encrypts the pipeline environment's alarm topic",
+    rotation=True,
+    deletion_window_days=7,
+    usage="ENCRYPT_DECRYPT",
+    spec="SYMMETRIC_DEFAULT",
+)
+
+
+@dataclass(frozen=True)
+class AlarmSettings:
+    """One CloudWatch metric alarm; its actions are the alarm topic, in ALARM and back to OK."""
+
+    description: str
+    namespace: str
+    metric: str
+    dimensions: Mapping[str, str]
+    statistic: Literal["Maximum", "Sum"]
+    period_s: int
+    evaluation_periods: int
+    datapoints_to_alarm: int
+    threshold: float
+    comparison: Literal["GreaterThanThreshold"]
+    # No datapoint means nothing arrived (a queue without messages, no failed execution).
+    treat_missing_data: Literal["notBreaching"]
+    actions_enabled: bool
+
+
+# CloudWatch's finest period for SQS and Step Functions metrics (both publish every minute).
+ALARM_PERIOD_S: Final = 60
+
+
+def alarm_settings(names: PipelineNames, state_machine_arn: str) -> dict[AlarmKey, AlarmSettings]:
+    """Every alarm of the environment: any message in a dead-letter queue, any failed execution."""
+
+    def alarm(
+        description: str,
+        namespace: str,
+        metric: str,
+        dimensions: Mapping[str, str],
+        statistic: Literal["Maximum", "Sum"],
+    ) -> AlarmSettings:
+        return AlarmSettings(
+            description=description,
+            namespace=namespace,
+            metric=metric,
+            dimensions=dimensions,
+            statistic=statistic,
+            period_s=ALARM_PERIOD_S,
+            evaluation_periods=1,
+            datapoints_to_alarm=1,
+            threshold=0,
+            comparison="GreaterThanThreshold",
+            treat_missing_data="notBreaching",
+            actions_enabled=True,
+        )
+
+    settings: dict[AlarmKey, AlarmSettings] = {
+        key: alarm(
+            f"Messages in the dead-letter queue {names.queues[queue]}",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+            {"QueueName": names.queues[queue]},
+            "Maximum",
+        )
+        for key, queue in DLQ_ALARMS.items()
+    }
+    settings["failed-executions"] = alarm(
+        f"Failed executions of the state machine {names.state_machine}",
+        "AWS/States",
+        "ExecutionsFailed",
+        {"StateMachineArn": state_machine_arn},
+        "Sum",
+    )
+    return settings
+
+
 # --- inventory ------------------------------------------------------------------------------
 
 # How the emulator holds a resource: as one of its own ("resource"), as a setting of the
 # resource it belongs to ("part", e.g. a bucket's versioning), or not at all ("absent", for the
 # reasons in tests/stacks/test_engines_agree.py's EMULATOR_DIFFERENCES).
 LocalForm = Literal["resource", "part", "absent"]
+# A resource only some environments have, and the setting that asks for it.
+OptionalBy = Literal["alarm_email"]
 
 
 @dataclass(frozen=True)
@@ -402,13 +526,19 @@ class InventoryItem:
     type: str  # Pulumi's type token; both engines' progress events use it
     key: str  # which one: "function:ingest", "queue:ingest-dlq", "bucket" …
     local: LocalForm
+    optional_by: OptionalBy | None = None
+
+    def present(self, config: PipelineConfig) -> bool:
+        return self.optional_by is None or getattr(config, self.optional_by) is not None
 
 
 def _inventory() -> tuple[InventoryItem, ...]:
     """Every resource, in the emulator's apply order (destroy runs it backwards)."""
 
-    def items(typ: str, keys: list[str], local: LocalForm) -> list[InventoryItem]:
-        return [InventoryItem(typ, key, local) for key in keys]
+    def items(
+        typ: str, keys: list[str], local: LocalForm, optional_by: OptionalBy | None = None
+    ) -> list[InventoryItem]:
+        return [InventoryItem(typ, key, local, optional_by) for key in keys]
 
     log_groups = [f"function:{fn}" for fn in FUNCTIONS] + ["state-machine", "api-access"]
     roles = [f"function:{fn}" for fn in FUNCTIONS] + ["state-machine"]
@@ -446,6 +576,21 @@ def _inventory() -> tuple[InventoryItem, ...]:
             *items(
                 "aws:lambda/eventSourceMapping:EventSourceMapping", ["ingest-source"], "resource"
             ),
+            *items("aws:kms/key:Key", ["alarm-key"], "resource"),
+            *items("aws:kms/alias:Alias", ["alarm-key"], "part"),
+            *items("aws:sns/topic:Topic", ["alarm-topic"], "resource"),
+            *items("aws:sns/topicPolicy:TopicPolicy", ["alarm-topic"], "part"),
+            *items(
+                "aws:sns/topicSubscription:TopicSubscription",
+                ["alarm-topic"],
+                "part",
+                "alarm_email",
+            ),
+            *items(
+                "aws:cloudwatch/metricAlarm:MetricAlarm",
+                [f"alarm:{key}" for key in ALARMS],
+                "resource",
+            ),
             *items("aws:apigateway/restApi:RestApi", ["api"], "absent"),
             *items("aws:apigateway/resource:Resource", list(resource_paths()), "absent"),
             *items("aws:apigateway/method:Method", [r.key for r in STATUS_ROUTES], "absent"),
@@ -463,10 +608,15 @@ def _inventory() -> tuple[InventoryItem, ...]:
 INVENTORY: Final[tuple[InventoryItem, ...]] = _inventory()
 
 
-def inventory_counts() -> dict[str, int]:
-    """How many resources of each type the Pulumi component registers."""
+def inventory(config: PipelineConfig) -> tuple[InventoryItem, ...]:
+    """The resources of one environment: the inventory without the optional ones it lacks."""
+    return tuple(item for item in INVENTORY if item.present(config))
+
+
+def inventory_counts(config: PipelineConfig) -> dict[str, int]:
+    """How many resources of each type the Pulumi component registers for `config`."""
     counts: dict[str, int] = {}
-    for item in INVENTORY:
+    for item in inventory(config):
         counts[item.type] = counts.get(item.type, 0) + 1
     return counts
 
@@ -492,6 +642,7 @@ _OUTPUT_SOURCES: Final[dict[str, tuple[str, str]]] = {
     "ingestFunctionName": ("function", "ingest"),
     "statusFunctionName": ("function", "status"),
     "apiEndpoint": ("api", ""),
+    "alarmTopicArn": ("alarm-topic", ""),
 }
 STACK_OUTPUTS: Final[tuple[str, ...]] = tuple(_OUTPUT_SOURCES)
 
@@ -504,6 +655,7 @@ def stack_outputs(
     state_machine_arn: T,
     function_names: Mapping[FunctionName, T],
     api_endpoint: T,
+    alarm_topic_arn: T,
 ) -> dict[str, T]:
     """The outputs under their contract names, from each engine's own values."""
     single = {
@@ -511,6 +663,7 @@ def stack_outputs(
         "table": table_name,
         "state-machine": state_machine_arn,
         "api": api_endpoint,
+        "alarm-topic": alarm_topic_arn,
     }
     outputs: dict[str, T] = {}
     for output, (kind, which) in _OUTPUT_SOURCES.items():

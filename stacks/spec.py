@@ -16,11 +16,14 @@ from typing import Final
 from handlers.core.status_model import TTL_ATTRIBUTE
 from stacks.config import PipelineConfig
 from stacks.naming import (
+    ALARMS,
     API_STAGE,
+    DLQ_ALARMS,
     FUNCTIONS,
     QUEUES,
     STAGE_DLQS,
     STAGE_FUNCTIONS,
+    AlarmKey,
     FunctionName,
     PipelineArns,
     PipelineNames,
@@ -33,6 +36,8 @@ from stacks.naming import (
     pipeline_arns,
 )
 from stacks.policies import (
+    alarm_key_policy,
+    alarm_topic_policy,
     bucket_policy,
     function_policy,
     ingest_queue_policy,
@@ -41,6 +46,8 @@ from stacks.policies import (
     state_machine_policy,
 )
 from stacks.resources import (
+    ALARM_KEY,
+    ALARM_TOPIC,
     API,
     API_RESOURCE_KEYS,
     ARCHIVE_STORAGE_CLASS,
@@ -60,16 +67,19 @@ from stacks.resources import (
     STATE_MACHINE,
     STATUS_TABLE,
     WORK_PREFIX,
+    AlarmSettings,
     InventoryItem,
     LifecycleRule,
     QueueSettings,
     TableSettings,
+    alarm_settings,
     api_invoke_source_arn,
     api_request_parameters,
     billing_mode,
     event_source_response_types,
     index_keys,
     ingest_rule_event_pattern,
+    inventory,
     inventory_counts,
     lifecycle_rules,
     lifecycle_status,
@@ -84,6 +94,16 @@ from stacks.resources import (
 from stacks.state_machine import RetryPolicy, StateMachineTargets, state_machine_definition
 
 __all__ = [
+    "ALARMS",
+    "ALARM_KEY",
+    "ALARM_TOPIC",
+    "AlarmKey",
+    "AlarmSettings",
+    "DLQ_ALARMS",
+    "alarm_key_policy",
+    "alarm_settings",
+    "alarm_topic_policy",
+    "inventory",
     "API",
     "API_STAGE",
     "BUCKET",

@@ -40,6 +40,18 @@ STATUS_RANK_ATTRIBUTE: Final = "statusRank"
 TTL_ATTRIBUTE: Final = "expirationTime"
 OBJECT_KEY_INDEX: Final = "objectKey-index"
 
+# Canary files (docs/architecture.md §7, verified rollouts): generated uploads under this prefix
+# prove that an updated environment still processes a file. It lies under the bucket rule's
+# `incoming/` (stacks.resources.INCOMING_PREFIX) so a canary takes the ordinary path; ingest marks
+# its status item with `canary: true`, and listings and counts leave marked items out.
+CANARY_PREFIX: Final = "incoming/.canary/"
+CANARY_ATTRIBUTE: Final = "canary"
+
+
+def is_canary_key(object_key: str) -> bool:
+    return object_key.startswith(CANARY_PREFIX)
+
+
 # Pipeline stages, as recorded in `stage` and in `error.stage`.
 STAGES: Final = ("ingest", "validator", "processor", "aggregator")
 
@@ -64,4 +76,5 @@ PUBLIC_ITEM_FIELDS: Final = (
     "resultKey",
     "error",
     "lastError",
+    CANARY_ATTRIBUTE,
 )

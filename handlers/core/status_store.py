@@ -24,6 +24,7 @@ from botocore.exceptions import ClientError
 
 from handlers.core import runtime
 from handlers.core.status_model import (
+    CANARY_ATTRIBUTE,
     OBJECT_KEY_INDEX,
     STATUS_RANK,
     STATUS_RANK_ATTRIBUTE,
@@ -121,10 +122,12 @@ class StatusStore:
         object_key: str,
         version_id: str,
         ttl_days: int = DEFAULT_TTL_DAYS,
+        canary: bool = False,
     ) -> bool:
-        """Create the item as RECEIVED; False if the file is already known."""
+        """Create the item as RECEIVED; False if the file is already known. A canary's item
+        carries `canary: true` (only then: ordinary items keep the §3 fields alone)."""
         now = self._clock()
-        item = {
+        item: dict[str, Any] = {
             "fileId": file_id,
             "bucket": bucket,
             "objectKey": object_key,
@@ -137,6 +140,8 @@ class StatusStore:
             TTL_ATTRIBUTE: _expiration(now, ttl_days),
             "attempt": 1,
         }
+        if canary:
+            item[CANARY_ATTRIBUTE] = True
         try:
             self.client.put_item(
                 TableName=self.table_name,

@@ -426,16 +426,20 @@ def files_list(
         str | None, typer.Option(help="Only this status (COMPLETED, FAILED…).")
     ] = None,
     key: Annotated[str | None, typer.Option(help="Only this object key.")] = None,
+    canary: Annotated[
+        bool, typer.Option("--canary", help="Only canary files (verified rollouts' uploads).")
+    ] = False,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
     cursor: Annotated[str | None, typer.Option(help="Next page (from the previous page).")] = None,
     as_json: Json = False,
 ) -> None:
-    """Files newest first, with counts by status."""
+    """Files newest first, with counts by status (canary files only with --canary)."""
     state = _state(ctx)
     page = state.api.get(
         f"{_env_path(tenant, name)}/files",
         status=status.upper() if status else None,
         key=key,
+        canary="true" if canary else None,
         limit=limit,
         cursor=cursor,
     )

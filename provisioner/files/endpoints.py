@@ -52,6 +52,14 @@ def list_files(
     services: AppStateDep,
     status: Annotated[FileStatus | None, Query(description="Only files in this status")] = None,
     key: Annotated[str | None, Query(description="Only versions of this object key")] = None,
+    canary: Annotated[
+        bool,
+        Query(
+            description="List only canary files (the uploads of verified rollouts, under "
+            "incoming/.canary/) instead of ordinary ones; canaries are never in the default "
+            "listing or its counts"
+        ),
+    ] = False,
     limit: Limit = 50,
     cursor: Annotated[
         str | None, Query(pattern=r"^\d{1,9}$", description="From nextCursor")
@@ -59,7 +67,7 @@ def list_files(
 ) -> FilePagePublic:
     offset = int(cursor or 0)
     page = _data_plane(services, service, principal, tenant, name).files(
-        status=status, key=key, limit=limit, offset=offset
+        status=status, key=key, limit=limit, offset=offset, canary=canary
     )
     following = offset + limit
     return FilePagePublic(

@@ -36,6 +36,9 @@ class FileRecord(ApiModel):
     last_error: FileError | None = Field(
         default=None, description="The error of the attempt before a retry"
     )
+    canary: bool | None = Field(
+        default=None, description="True for a canary file (a verified rollout's upload)"
+    )
     symbols: dict[str, dict[str, Any]] | None = Field(
         default=None, description="Per-symbol results (single-file view, when stored)"
     )
@@ -43,7 +46,9 @@ class FileRecord(ApiModel):
 
 class FilePagePublic(ApiModel):
     items: list[FileRecord]
-    counts: dict[str, int] = Field(description="Files by status (all, before `status` filter)")
+    counts: dict[str, int] = Field(
+        description="Files by status (all, before `status` filter; canaries only with `canary`)"
+    )
     total: int = Field(description="Files matching the filters")
     limit: int
     offset: int

@@ -21,7 +21,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handlers.core.ids import execution_name, file_id, is_file_id
-from handlers.core.status_model import PUBLIC_ITEM_FIELDS, FileStatus
+from handlers.core.status_model import CANARY_ATTRIBUTE, PUBLIC_ITEM_FIELDS, FileStatus
 from handlers.core.status_store import RetryNotAllowedError, StatusStore
 from provisioner.engines.base import DataPlane
 from provisioner.errors import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
@@ -79,14 +79,25 @@ class EnvironmentDataPlane:
     # --- files ---
 
     def files(
-        self, *, status: FileStatus | None, key: str | None, limit: int, offset: int
+        self,
+        *,
+        status: FileStatus | None,
+        key: str | None,
+        limit: int,
+        offset: int,
+        canary: bool = False,
     ) -> FilePage:
-        """Newest first; counts by status over everything the filter matches (without `status`)."""
+        """Newest first; counts by status over everything the filter matches (without `status`).
+
+        Canary files (verified rollouts) are left out, counts included; `canary=True` lists
+        only them instead.
+        """
         with _aws_errors():
             if key is not None:
                 matched, truncated = self._store.by_object_key(key), False
             else:
                 matched, truncated = self._store.scan_items(max_items=SCAN_LIMIT)
+        matched = [item for item in matched if bool(item.get(CANARY_ATTRIBUTE)) is canary]
         matched.sort(key=lambda item: str(item.get("receivedAt", "")), reverse=True)
         counts = Counter(str(item.get("status")) for item in matched)
         if status is not None:
@@ -102,6 +113,21 @@ class EnvironmentDataPlane:
         if item is None:
             raise NotFoundError(f"file {file_id_} not found (unknown or expired)")
         return _public(item)
+
+    def status_item(self, file_id_: str) -> dict[str, Any] | None:
+        """A file's public status item, or None while the pipeline has not recorded it."""
+        with _aws_errors():
+            item = self._store.get(file_id_)
+        return None if item is None else _public(item)
+
+    def upload(self, key: str, body: bytes) -> str:
+        """Put an object in the environment's bucket, as any client would; returns its file id."""
+        bucket = self._outputs["bucketName"]
+        with _aws_errors():
+            version = self._access.client("s3").put_object(Bucket=bucket, Key=key, Body=body)[
+                "VersionId"
+            ]
+        return file_id(bucket, key, version)
 
     def retry(self, file_id_: str) -> dict[str, Any]:
         """A new attempt of a FAILED file: RECEIVED again, then an execution of its own."""

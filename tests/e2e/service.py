@@ -54,9 +54,29 @@ class RunningService:
         environment: dict[str, Any] = self.client.get(f"/environments/{tenant}/{name}").json()
         return environment
 
+    def create_many(
+        self, tenant: str, names: list[str], timeout: float = 300, **body: Any
+    ) -> list[dict[str, Any]]:
+        """Create several environments at once (the runner works on them in parallel)."""
+        operations = []
+        for name in names:
+            response = self.client.post(
+                "/environments", json={"tenant": tenant, "name": name, **body}
+            )
+            assert response.status_code == 202, response.text
+            operations.append(response.json()["id"])
+        for operation in operations:
+            finished = self.wait(operation, timeout=timeout)
+            assert finished["state"] == "SUCCEEDED", finished
+        return [self.client.get(f"/environments/{tenant}/{name}").json() for name in names]
+
     def s3(self, environment: dict[str, Any]) -> Any:
+        return self.aws(environment, "s3")
+
+    def aws(self, environment: dict[str, Any], service: str) -> Any:
+        """A boto3 client of the emulator, as any AWS tool would use it."""
         return boto3.client(
-            "s3",
+            service,
             endpoint_url=environment["awsEndpointUrl"],
             region_name=environment["region"],
             aws_access_key_id="local",

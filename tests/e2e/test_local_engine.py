@@ -15,6 +15,9 @@ import boto3
 import httpx
 
 from handlers.core.ids import file_id
+from provisioner.engines.aws import DataPlaneAccess
+from provisioner.files.canary import run_canary
+from provisioner.files.service import EnvironmentDataPlane
 from stacks.spec import STACK_OUTPUTS
 from tests.e2e.service import RunningService
 from tests.e2e.trades import ROWS, trades_csv, trades_csv_gz
@@ -254,6 +257,14 @@ def test_destroy_leaves_nothing_and_the_name_can_be_reused(service: RunningServi
         for r in session.client("events", endpoint_url=endpoint).list_rules()["Rules"]
         if r["Name"].startswith(prefix)
     ]
+    assert not session.client("cloudwatch", endpoint_url=endpoint).describe_alarms(
+        AlarmNamePrefix=prefix
+    )["MetricAlarms"]
+    assert not [
+        t
+        for t in session.client("sns", endpoint_url=endpoint).list_topics()["Topics"]
+        if f":{prefix}" in t["TopicArn"]
+    ]
     again = service.create("acme", "gone")
     assert again["state"] == "READY"
     identifier = service.upload(again, "incoming/y.csv", trades_csv())
@@ -295,3 +306,36 @@ def test_the_aws_cli_uploads_like_a_newcomer_would(service: RunningService, tmp_
     )
     identifier = file_id(bucket, "incoming/trades.csv", versions["Versions"][0]["VersionId"])
     assert service.wait_for_file("acme", "cli", identifier)["status"] == "COMPLETED"
+
+
+def test_a_canary_completes_and_stays_out_of_listings_unless_asked(
+    service: RunningService,
+) -> None:
+    environment = service.create("acme", "canary")
+    ordinary = service.upload(environment, "incoming/trades.csv", trades_csv())
+    access = DataPlaneAccess(
+        boto3.Session(aws_access_key_id="l", aws_secret_access_key="l", region_name="us-east-1"),
+        endpoint_url=environment["awsEndpointUrl"],
+        raw_event_keys=True,
+    )
+    plane = EnvironmentDataPlane(access, environment["outputs"], status_ttl_days=30)
+    canary = run_canary(plane, timeout_seconds=60)
+    assert canary["status"] == "COMPLETED"
+    assert service.wait_for_file("acme", "canary", ordinary)["status"] == "COMPLETED"
+    listing = service.client.get("/environments/acme/canary/files").json()
+    assert [f["fileId"] for f in listing["items"]] == [ordinary]
+    assert (listing["counts"], listing["total"]) == ({"COMPLETED": 1}, 1)
+    canaries = service.client.get("/environments/acme/canary/files?canary=true").json()
+    assert [(f["fileId"], f["canary"]) for f in canaries["items"]] == [(canary["fileId"], True)]
+    assert canaries["counts"] == {"COMPLETED": 1}
+    one = service.client.get(f"/environments/acme/canary/files/{canary['fileId']}").json()
+    assert (one["status"], one["canary"], one["rowCount"]) == ("COMPLETED", True, 3)
+    assert "canary" not in service.client.get(f"/environments/acme/canary/files/{ordinary}").json()
+    bad = service.client.get("/environments/acme/canary/files?canary=maybe")
+    assert bad.status_code == 422
+    assert "canary" in bad.text
+    # The environment's own status API marks it too (it answers by id or key only).
+    by_id = httpx.get(
+        f"{environment['outputs']['apiEndpoint']}/status/{canary['fileId']}", headers=auth()
+    )
+    assert by_id.json()["canary"] is True

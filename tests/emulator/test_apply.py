@@ -214,6 +214,20 @@ def _remaining(clients: AwsClients, prefix: str) -> dict[str, list[str]]:
         ],
         "rules": [r["Name"] for r in clients.events.list_rules(NamePrefix=prefix)["Rules"]],
         "log_groups": log_groups,
+        "keys": [
+            a["AliasName"]
+            for a in clients.kms.list_aliases()["Aliases"]
+            if a["AliasName"].startswith(f"alias/{prefix}")
+        ],
+        "topics": [
+            t["TopicArn"]
+            for t in clients.sns.list_topics()["Topics"]
+            if t["TopicArn"].rsplit(":", 1)[1].startswith(prefix)
+        ],
+        "alarms": [
+            a["AlarmName"]
+            for a in clients.cloudwatch.describe_alarms(AlarmNamePrefix=prefix)["MetricAlarms"]
+        ],
     }
 
 
@@ -247,6 +261,9 @@ def test_destroy_removes_one_environment_and_only_that(
         "state_machines": 1,
         "rules": 1,
         "log_groups": 7,
+        "keys": 1,
+        "topics": 1,
+        "alarms": 5,
     }
     again = _apply(other, clients)
     assert {e.step for e in again} == {"same"}
@@ -280,7 +297,7 @@ def test_should_stop_cancels_between_resources(config: PipelineConfig, clients: 
     def stop_after_three() -> bool:
         return len(_finished(events)) >= 3
 
-    with pytest.raises(OperationCancelledError, match="after 3 of 28"):
+    with pytest.raises(OperationCancelledError, match="after 3 of 35"):
         apply_pipeline(
             config, clients, api_endpoint=API, on_event=events.append, should_stop=stop_after_three
         )

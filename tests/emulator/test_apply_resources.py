@@ -88,6 +88,7 @@ def test_apply_returns_the_stack_outputs(env: Applied) -> None:
     )
     assert outputs["statusFunctionName"] == names.functions["status"]
     assert outputs["apiEndpoint"] == API
+    assert outputs["alarmTopicArn"] == f"arn:aws:sns:us-east-1:{ACCOUNT}:{names.alarm_topic}"
 
 
 def test_events_cover_every_planned_resource(env: Applied) -> None:
@@ -100,6 +101,9 @@ def test_events_cover_every_planned_resource(env: Applied) -> None:
     assert {e.step for e in events} == {"create"}
     assert Counter(r.type for r in planned) == {
         "aws:cloudwatch/logGroup:LogGroup": 7,
+        "aws:kms/key:Key": 1,
+        "aws:sns/topic:Topic": 1,
+        "aws:cloudwatch/metricAlarm:MetricAlarm": 5,
         "aws:sqs/queue:Queue": 5,
         "aws:s3/bucket:Bucket": 1,
         "aws:dynamodb/table:Table": 1,

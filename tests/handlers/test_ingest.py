@@ -77,6 +77,22 @@ def test_an_upload_starts_one_execution_with_s3_references(
     assert item["status"] == {"S": "RECEIVED"}
 
 
+def test_a_canary_upload_is_marked_and_an_ordinary_one_is_not(
+    state_machine: str, lambda_context: LambdaContext
+) -> None:
+    keys = ("incoming/.canary/c-1.csv", "incoming/trades.csv", "incoming/x/.canary/no.csv")
+    response = ingest.lambda_handler(
+        sqs_batch(*(json.dumps(s3_event(key)) for key in keys)), lambda_context
+    )
+    assert response == {"batchItemFailures": []}
+    marks = {key: status(file_id(BUCKET, key, "v-1")) for key in keys}
+    assert marks["incoming/.canary/c-1.csv"]["canary"] == {"BOOL": True}  # type: ignore[index]
+    # Only the canary prefix itself marks a file; ordinary items keep the §3 fields alone.
+    assert "canary" not in marks["incoming/trades.csv"]  # type: ignore[operator]
+    assert "canary" not in marks["incoming/x/.canary/no.csv"]  # type: ignore[operator]
+    assert len(executions(state_machine)) == 3
+
+
 def test_the_same_event_twice_gives_one_execution(
     state_machine: str, lambda_context: LambdaContext
 ) -> None:

@@ -114,6 +114,22 @@ def test_a_failed_file_shows_its_error(lambda_context: LambdaContext) -> None:
     }
 
 
+def test_a_canary_file_is_served_and_says_it_is_one(lambda_context: LambdaContext) -> None:
+    # The status API answers by id or key, never a listing: a canary is shown only when asked
+    # for by name, and then it is marked.
+    key = "incoming/.canary/c-1.csv"
+    fid = file_id("bucket-x", key, "v1")
+    StatusStore.from_env().record_received(
+        fid, bucket="bucket-x", object_key=key, version_id="v1", canary=True
+    )
+    status, body = get_status(fid, lambda_context)
+    assert (status, body["canary"]) == (200, True)
+    status, listed = get_files(key, lambda_context)
+    assert [item.get("canary") for item in listed["files"]] == [True]
+    ordinary = add_file("v1")
+    assert "canary" not in get_status(ordinary, lambda_context)[1]
+
+
 @pytest.mark.parametrize("bad_id", ["abc", "A" * 64, "g" * 64, "0" * 65, "bucket%2Fkey"])
 def test_a_malformed_id_is_400(lambda_context: LambdaContext, bad_id: str) -> None:
     assert get_status(bad_id, lambda_context) == (

@@ -11,6 +11,7 @@ import copy
 import hashlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,12 @@ LAMBDA_PERMISSION = "aws:lambda/permission:Permission"
 API_DEPLOYMENT = "aws:apigateway/deployment:Deployment"
 API_STAGE = "aws:apigateway/stage:Stage"
 API_METHOD_SETTINGS = "aws:apigateway/methodSettings:MethodSettings"
+KMS_KEY = "aws:kms/key:Key"
+KMS_ALIAS = "aws:kms/alias:Alias"
+TOPIC = "aws:sns/topic:Topic"
+TOPIC_POLICY = "aws:sns/topicPolicy:TopicPolicy"
+TOPIC_SUBSCRIPTION = "aws:sns/topicSubscription:TopicSubscription"
+METRIC_ALARM = "aws:cloudwatch/metricAlarm:MetricAlarm"
 
 
 def _short_id(*parts: str) -> str:
@@ -162,6 +169,19 @@ class AwsMocks(Mocks):
         if typ == "aws:sfn/stateMachine:StateMachine":
             arn = self._arn("states", f"stateMachine:{name}")
             return arn, {"arn": arn}
+        if typ == KMS_KEY:
+            key_id = str(uuid.UUID(hashlib.sha256(logical.encode()).hexdigest()[:32]))
+            return key_id, {"keyId": key_id, "arn": self._arn("kms", f"key/{key_id}")}
+        if typ == KMS_ALIAS:
+            return name, {"arn": self._arn("kms", name)}
+        if typ == TOPIC:
+            arn = self._arn("sns", name)
+            return arn, {"arn": arn}
+        if typ == TOPIC_SUBSCRIPTION:
+            arn = f"{inputs['topic']}:{_short_id(typ, logical)}"
+            return arn, {"arn": arn}
+        if typ == METRIC_ALARM:
+            return name, {"arn": self._arn("cloudwatch", f"alarm:{name}")}
         if typ == "aws:apigateway/restApi:RestApi":
             api_id = _short_id(typ, logical)
             return api_id, {

@@ -63,6 +63,12 @@ def test_defaults_follow_the_design() -> None:
         ("pandas_layer_arn", "arn:aws:lambda:us-east-1:336392948345:layer:AWSSDKPandas-Python313"),
         ("pandas_layer_arn", "arn:aws:lambda:us-east-1:336392948345:layer:x:1\n"),
         ("pandas_layer_arn", " arn:aws:lambda:us-east-1:336392948345:layer:x:1"),
+        ("alarm_email", "oncall"),
+        ("alarm_email", "oncall@localhost"),
+        ("alarm_email", "on call@example.com"),
+        ("alarm_email", "oncall@example.com\n"),
+        ("alarm_email", "a@b@example.com"),
+        ("alarm_email", "x" * 250 + "@example.com"),
     ],
 )
 def test_invalid_values_name_the_field(field: str, value: object) -> None:
@@ -141,3 +147,9 @@ def test_real_regions_and_tag_characters_are_accepted() -> None:
         tags={"Cost Center": "a_b.c:d/e=f+g-h@i", "Ünïcode": "日本", "k" * 128: "v" * 256},
     )
     assert config.region == "eu-west-2"
+
+
+def test_an_alarm_email_is_kept_and_optional() -> None:
+    assert PipelineConfig(tenant="acme", environment="dev").alarm_email is None
+    config = PipelineConfig(tenant="acme", environment="dev", alarm_email="oncall@acme.example")
+    assert config.settings().alarm_email == "oncall@acme.example"

@@ -46,6 +46,9 @@ EMULATOR_DIFFERENCES: Final[dict[tuple[str, str], str]] = {
     ("function", "logging"): "moto drops LoggingConfig; the functions log to their default "
     "groups, which are the model's",
     ("output", "apiEndpoint"): "the local engine's status API is served by the service itself",
+    ("key", "deletionWindow"): "KMS shows a key's deletion window only once its deletion is "
+    "scheduled; the applier schedules it with the model's window on destroy "
+    "(tests/emulator/test_apply_alarms.py)",
 }
 
 _LONG_TENANT: Final = "t" + "x" * 19  # [a-z][a-z0-9]{0,19}
@@ -70,7 +73,10 @@ CONFIGS: Final = {
     ),
     "longest-names": PipelineConfig(tenant=_LONG_TENANT, environment=_LONG_ENVIRONMENT),
     "caller-tags": PipelineConfig(
-        tenant="initech", environment="prod", tags={"CostCenter": "42", "Desk": "equities/eu"}
+        tenant="initech",
+        environment="prod",
+        tags={"CostCenter": "42", "Desk": "equities/eu"},
+        alarm_email="oncall@initech.example",
     ),
 }
 
@@ -242,6 +248,48 @@ def pulumi_facts(deployment: Deployment) -> Facts:
         "tags": e["tags"],
     }
 
+    (key,) = inputs(mocks.KMS_KEY)
+    (key_resource,) = deployment.of_type(mocks.KMS_KEY)
+    (alias,) = inputs(mocks.KMS_ALIAS)
+    facts["key", alias["name"]] = {
+        "description": key["description"],
+        "usage": key["keyUsage"],
+        "spec": key["customerMasterKeySpec"],
+        "rotation": key["enableKeyRotation"],
+        "deletionWindow": key["deletionWindowInDays"],
+        "policy": document(key["policy"]),
+        "tags": key["tags"],
+    }
+    (topic,) = inputs(mocks.TOPIC)
+    (topic_policy,) = inputs(mocks.TOPIC_POLICY)
+    facts["topic", topic["name"]] = {
+        "displayName": topic["displayName"],
+        "encryptedWithAlarmKey": topic["kmsMasterKeyId"] == key_resource.outputs["arn"],
+        "policy": document(topic_policy["policy"]),
+        "subscriptions": sorted(
+            (s["protocol"], s["endpoint"]) for s in inputs(mocks.TOPIC_SUBSCRIPTION)
+        ),
+        "tags": topic["tags"],
+    }
+    for a in inputs(mocks.METRIC_ALARM):
+        facts["alarm", a["name"]] = {
+            "description": a["alarmDescription"],
+            "namespace": a["namespace"],
+            "metric": a["metricName"],
+            "dimensions": a["dimensions"],
+            "statistic": a["statistic"],
+            "period": a["period"],
+            "evaluationPeriods": a["evaluationPeriods"],
+            "datapointsToAlarm": a["datapointsToAlarm"],
+            "threshold": a["threshold"],
+            "comparison": a["comparisonOperator"],
+            "treatMissingData": a["treatMissingData"],
+            "actionsEnabled": a["actionsEnabled"],
+            "alarmActions": a["alarmActions"],
+            "okActions": a["okActions"],
+            "tags": a["tags"],
+        }
+
     for typ in (mocks.REST_API, mocks.API_STAGE):
         for resource in deployment.of_type(typ):
             facts["api", f"{typ}:{resource.name}"] = {"*": True}
@@ -398,6 +446,47 @@ def emulator_facts(config: PipelineConfig, clients: AwsClients, outputs: dict[st
             "tags": clients.lambda_.list_tags(Resource=e["EventSourceMappingArn"])["Tags"],
         }
 
+    kms, sns, cloudwatch = clients.kms, clients.sns, clients.cloudwatch
+    k = kms.describe_key(KeyId=names.alarm_key_alias)["KeyMetadata"]
+    facts["key", names.alarm_key_alias] = {
+        "description": k["Description"],
+        "usage": k["KeyUsage"],
+        "spec": k["KeySpec"],
+        "rotation": kms.get_key_rotation_status(KeyId=k["KeyId"])["KeyRotationEnabled"],
+        "policy": document(kms.get_key_policy(KeyId=k["KeyId"], PolicyName="default")["Policy"]),
+        "tags": tags_of(kms.list_resource_tags(KeyId=k["KeyId"])["Tags"], "TagKey", "TagValue"),
+    }
+    for topic_arn in (t["TopicArn"] for t in sns.list_topics()["Topics"]):
+        topic = sns.get_topic_attributes(TopicArn=topic_arn)["Attributes"]
+        facts["topic", topic_arn.rsplit(":", 1)[1]] = {
+            "displayName": topic["DisplayName"],
+            "encryptedWithAlarmKey": topic.get("KmsMasterKeyId") == k["Arn"],
+            "policy": document(topic["Policy"]),
+            "subscriptions": sorted(
+                (s["Protocol"], s["Endpoint"])
+                for s in sns.list_subscriptions_by_topic(TopicArn=topic_arn)["Subscriptions"]
+            ),
+            "tags": tags_of(sns.list_tags_for_resource(ResourceArn=topic_arn)["Tags"]),
+        }
+    for a in cloudwatch.describe_alarms(AlarmNamePrefix=names.prefix)["MetricAlarms"]:
+        facts["alarm", a["AlarmName"]] = {
+            "description": a["AlarmDescription"],
+            "namespace": a["Namespace"],
+            "metric": a["MetricName"],
+            "dimensions": tags_of(a["Dimensions"], "Name", "Value"),
+            "statistic": a["Statistic"],
+            "period": a["Period"],
+            "evaluationPeriods": a["EvaluationPeriods"],
+            "datapointsToAlarm": a["DatapointsToAlarm"],
+            "threshold": a["Threshold"],
+            "comparison": a["ComparisonOperator"],
+            "treatMissingData": a["TreatMissingData"],
+            "actionsEnabled": a["ActionsEnabled"],
+            "alarmActions": a["AlarmActions"],
+            "okActions": a["OKActions"],
+            "tags": tags_of(cloudwatch.list_tags_for_resource(ResourceARN=a["AlarmArn"])["Tags"]),
+        }
+
     facts["output", "outputs"] = dict(outputs)
     return facts
 
@@ -471,9 +560,13 @@ def test_the_comparison_covers_every_resource_kind(both_engines: tuple[Facts, Fa
         "state machine",
         "event rule",
         "event source mapping",
+        "key",
+        "topic",
+        "alarm",
         "output",
     }
     assert sum(1 for kind, _ in actual if kind == "queue") == len(spec.QUEUES)
+    assert sum(1 for kind, _ in actual if kind == "alarm") == len(spec.ALARMS)
     assert sum(1 for kind, _ in actual if kind == "function") == len(spec.FUNCTIONS)
     assert all(facts for facts in actual.values())
 

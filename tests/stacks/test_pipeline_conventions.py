@@ -126,10 +126,13 @@ def test_every_physical_name_starts_with_the_environment_prefix(
             # AWS fixes the path; the environment's name is its last meaningful segment.
             assert f"/{prefix}" in name, name
             assert name.startswith(("/aws/lambda/", "/aws/vendedlogs/states/", "/aws/apigateway/"))
+        elif resource.type == "aws:kms/alias:Alias":
+            assert name.startswith(f"alias/{prefix}-"), name
         else:
             assert name.startswith(f"{prefix}-"), (resource.type, name)
-    # Every bucket, queue, table, function, role, policy, log group, rule, machine and API.
-    assert named == 1 + 5 + 1 + 5 + 6 + 6 + 7 + 1 + 1 + 1
+    # Every bucket, queue, table, function, role, policy, log group, rule, machine, API, key
+    # alias, alarm topic and alarm.
+    assert named == 1 + 5 + 1 + 5 + 6 + 6 + 7 + 1 + 1 + 1 + 1 + 1 + 5
 
 
 def test_physical_names_match_the_spec(deployment: Deployment, config: PipelineConfig) -> None:
@@ -154,6 +157,9 @@ def test_physical_names_match_the_spec(deployment: Deployment, config: PipelineC
         *names.function_log_groups.values(),
         names.state_machine_log_group,
         names.api_access_log_group,
+        names.alarm_topic,
+        names.alarm_key_alias,
+        *names.alarms.values(),
     }
     assert expected <= registered
 

@@ -8,7 +8,8 @@ import pytest
 
 from stacks import program
 from stacks.config import PipelineConfig
-from stacks.pipeline import CHILD_RESOURCE_COUNTS, TYPE_TOKEN
+from stacks.pipeline import TYPE_TOKEN
+from stacks.spec import inventory_counts
 from tests.stacks.conftest import PANDAS_LAYER
 from tests.stacks.mocks import AWS_PROVIDER_TYPE, Deployment, deploy
 
@@ -29,6 +30,7 @@ CONTRACT_OUTPUTS = (
     "ingestFunctionName",
     "statusFunctionName",
     "apiEndpoint",
+    "alarmTopicArn",
 )
 
 
@@ -79,7 +81,7 @@ def test_expected_resource_count_is_what_an_up_registers(
     # The stack resource, then everything else the program registered.
     assert program.expected_resource_count(config) == 1 + len(deployment.resources)
     children = Counter(r.type for r in deployment.resources if r.type.startswith("aws:"))
-    assert dict(children) == dict(CHILD_RESOURCE_COUNTS)
+    assert dict(children) == inventory_counts(config)
     assert [r.type for r in deployment.resources if not r.type.startswith("aws:")] == [
         AWS_PROVIDER_TYPE,
         TYPE_TOKEN,

@@ -109,5 +109,18 @@ class AwsClients:
     def sts(self) -> STSClient:
         return self._session.client("sts", **self._options)
 
+    # No type stubs are installed for these three services (Any, like an unstubbed client).
+    @cached_property
+    def sns(self) -> Any:
+        return self._session.client("sns", **self._options)
+
+    @cached_property
+    def cloudwatch(self) -> Any:
+        return self._session.client("cloudwatch", **self._options)
+
+    @cached_property
+    def kms(self) -> Any:
+        return self._session.client("kms", **self._options)
+
     def account_id(self) -> str:
         return self.sts.get_caller_identity()["Account"]

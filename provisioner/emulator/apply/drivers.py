@@ -9,6 +9,7 @@ import structlog
 from botocore.exceptions import BotoCoreError, ClientError
 
 from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator.apply.alarms import AlarmKey, AlarmTopic, MetricAlarm
 from provisioner.emulator.apply.clients import AwsClients
 from provisioner.emulator.apply.compute import (
     EventSourceMapping,
@@ -74,6 +75,11 @@ def _queue(ctx: Context, item: spec.InventoryItem) -> Resource:
     return Queue(ctx.names.queues[key], item.type, spec.queue_settings()[key])
 
 
+def _alarm(ctx: Context, item: spec.InventoryItem) -> Resource:
+    key = cast("spec.AlarmKey", item.key.removeprefix("alarm:"))
+    return MetricAlarm(ctx.names.alarms[key], item.type, key)
+
+
 # The inventory's resource types the emulator holds as resources of its own, and their renderers.
 _RENDERERS: Final[dict[str, Callable[[Context, spec.InventoryItem], Resource]]] = {
     "aws:cloudwatch/logGroup:LogGroup": _log_group,
@@ -91,12 +97,19 @@ _RENDERERS: Final[dict[str, Callable[[Context, spec.InventoryItem], Resource]]] 
     "aws:lambda/eventSourceMapping:EventSourceMapping": lambda ctx, item: EventSourceMapping(
         ctx.names.ingest_source, item.type
     ),
+    "aws:kms/key:Key": lambda ctx, item: AlarmKey(ctx.names.alarm_key_alias, item.type),
+    "aws:sns/topic:Topic": lambda ctx, item: AlarmTopic(ctx.names.alarm_topic, item.type),
+    "aws:cloudwatch/metricAlarm:MetricAlarm": _alarm,
 }
 
 
 def _resources(ctx: Context) -> list[Resource]:
-    """The inventory's own resources, in its order (destroy runs it backwards)."""
-    return [_RENDERERS[item.type](ctx, item) for item in spec.INVENTORY if item.local == "resource"]
+    """The environment's own resources, in the inventory's order (destroy runs it backwards)."""
+    return [
+        _RENDERERS[item.type](ctx, item)
+        for item in spec.inventory(ctx.config)
+        if item.local == "resource"
+    ]
 
 
 def planned_resources(
@@ -233,6 +246,7 @@ def _outputs(ctx: Context, api_endpoint: str) -> dict[str, str]:
         state_machine_arn=ctx.arns.state_machine,
         function_names=names.functions,
         api_endpoint=api_endpoint,
+        alarm_topic_arn=ctx.arns.alarm_topic,
     )
 
 
@@ -294,6 +308,8 @@ _MISSING_CODES: Final = (
     "ResourceNotFoundException",
     "NoSuchEntity",
     "StateMachineDoesNotExist",
+    "NotFound",
+    "NotFoundException",
     "404",
 )
 

@@ -37,6 +37,13 @@ def test_list_passes_filters_and_prints_json(stub_cli: Cli, stub: ContractStub) 
     assert (params["status"], params["limit"]) == ("FAILED", "50")
 
 
+def test_list_asks_for_canaries_only_when_told(stub_cli: Cli, stub: ContractStub) -> None:
+    assert stub_cli("files", "list", "acme", "dev").code == 0
+    assert "canary" not in stub.requests[-1].url.params
+    assert stub_cli("files", "list", "acme", "dev", "--canary").code == 0
+    assert stub.requests[-1].url.params["canary"] == "true"
+
+
 def test_show_gives_the_error_or_the_symbols(stub_cli: Cli) -> None:
     completed = stub_cli("files", "show", "acme", "dev", FILE_ID_OK)
     assert completed.code == 0, completed.err

@@ -22,7 +22,7 @@ CONFIGS = [
 def test_program_exports_the_fourteen_contract_outputs(config: PipelineConfig) -> None:
     deployment = deploy(config, inline_program(config))
 
-    assert len(STACK_OUTPUTS) == 14
+    assert len(STACK_OUTPUTS) == 15
     assert set(deployment.exports) == set(STACK_OUTPUTS)
     for name, value in deployment.exports.items():
         assert isinstance(value, str), name
