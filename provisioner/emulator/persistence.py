@@ -65,8 +65,7 @@ class EmulatorPersistence:
 
     def restore(self) -> RestoreOutcome:
         """Load the snapshot into the (freshly reset) emulator, if there is a usable one."""
-        self._directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-        self._directory.chmod(DIRECTORY_MODE)
+        self._private_directory()
         started = time.perf_counter()
         try:
             data = snapshot.read_file(self._path)
@@ -104,6 +103,7 @@ class EmulatorPersistence:
             if not force and self._gate.changes == self._saved_changes:
                 return None
             started = time.perf_counter()
+            self._private_directory()
             data, changes, pause_s = self._capture()
             snapshot.write_file(self._path, data)
             self._saved_changes = changes
@@ -115,6 +115,10 @@ class EmulatorPersistence:
             total_ms=round(figures.total_s * 1000, 1),
         )
         return figures
+
+    def _private_directory(self) -> None:
+        self._directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        self._directory.chmod(DIRECTORY_MODE)
 
     def _capture(self) -> tuple[bytes, int, float]:
         for attempt in range(1, _CAPTURE_ATTEMPTS + 1):

@@ -8,7 +8,8 @@ and a Step Functions execution keeps its status and history but not its interpre
 (`RecordedWorker` stands in for it). An execution that was still RUNNING when the snapshot was
 taken is reported by `restore` as interrupted.
 
-The file starts with a one-line JSON header (format, moto's version, the payload's SHA-256):
+The file starts with a one-line JSON header (format, moto's version, the payload's SHA-256, and
+`takenAt`, the instant the state is as of):
 a snapshot of another format or moto version, or one that does not match its checksum, is
 refused (`SnapshotError`) rather than half-restored.
 """
@@ -24,6 +25,7 @@ import os
 import pickle
 import sys
 import threading
+import time
 import weakref
 from collections import defaultdict
 from collections.abc import Iterator
@@ -233,6 +235,7 @@ def capture() -> bytes:
 
     The caller keeps requests out meanwhile (`RequestGate.paused`): moto's dicts must not change
     while they are pickled."""
+    taken_at = time.time()
     entries = list(_backend_dicts())
     names = {id(backends): (module_name, attribute) for module_name, attribute, backends in entries}
     state = [
@@ -247,6 +250,8 @@ def capture() -> bytes:
         "moto": moto.__version__,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "size": len(payload),
+        # The durable point: everything acknowledged before this instant is in the snapshot.
+        "takenAt": taken_at,
     }
     return json.dumps(header).encode() + b"\n" + payload
 
@@ -333,6 +338,17 @@ def write_file(path: Path, snapshot: bytes) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def taken_at(path: Path) -> float | None:
+    """When the snapshot at `path` was taken (epoch seconds), from its header; None if unknown."""
+    try:
+        with path.open("rb") as file:
+            header = json.loads(file.readline())
+    except (OSError, ValueError):
+        return None
+    value = header.get("takenAt") if isinstance(header, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def read_file(path: Path) -> bytes:

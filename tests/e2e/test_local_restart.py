@@ -4,13 +4,16 @@ is processed twice; an unusable snapshot falls back to re-creating them empty.""
 
 from __future__ import annotations
 
+import signal
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from tests.e2e.service import RunningService, running_service
+from provisioner.emulator.snapshot import taken_at
+from tests.e2e.service import RunningService, running_service, service_process
 from tests.e2e.trades import ROWS, trades_csv
 
 SNAPSHOT = Path("emulator") / "snapshot.bin"
@@ -136,3 +139,31 @@ def test_unusable_snapshot_falls_back_to_recreating(tmp_path: Path) -> None:
         assert second.client.get("/environments/acme/keep/files").json()["total"] == 0
         fresh = second.upload(recreated, "incoming/b.csv", trades_csv())
         assert second.wait_for_file("acme", "keep", fresh)["status"] == "COMPLETED"
+
+
+def test_sigkill_keeps_what_the_last_snapshot_holds(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with service_process(data) as (server, first):
+        environment = first.create("acme", "keep")
+        identifier = first.upload(environment, "incoming/a.csv", trades_csv())
+        done = first.wait_for_file("acme", "keep", identifier)
+        assert done["status"] == "COMPLETED"
+        acknowledged = time.time()
+        # A change after it, so that a snapshot is certainly taken after `acknowledged`.
+        first.upload(environment, "notes/marker.txt", b"x")
+        deadline = time.monotonic() + 60
+        while (taken_at(data / SNAPSHOT) or 0.0) <= acknowledged:
+            assert time.monotonic() < deadline, "no snapshot after the file completed"
+            time.sleep(0.1)
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+    with service_process(data) as (_, second):
+        current = second.client.get("/environments/acme/keep").json()
+        assert current["state"] == "READY"
+        assert current["lastOperation"]["requestedBy"] != "system"
+        assert second.client.get(f"/environments/acme/keep/files/{identifier}").json() == done
+        assert _result(current, done["resultKey"])
+        assert _executions(current) == [(identifier, "SUCCEEDED")]
+        fresh = second.upload(current, "incoming/b.csv", trades_csv(ROWS[:2]))
+        assert second.wait_for_file("acme", "keep", fresh)["status"] == "COMPLETED"
+        assert sorted(name for name, _ in _executions(current)) == sorted([identifier, fresh])

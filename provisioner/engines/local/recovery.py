@@ -39,6 +39,9 @@ def redrive_interrupted(
             continue
         file_id = str(execution.input["fileId"])
         try:
+            item = store.get(file_id)
+            if item is None or item.get("attempt", 1) != execution.input.get("attempt", 1):
+                continue  # gone, or a later attempt already runs: started again once, not twice
             if not store.fail(
                 file_id, stage="ingest", error_type=INTERRUPTED_ERROR, message=INTERRUPTED_MESSAGE
             ):
