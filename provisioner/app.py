@@ -26,6 +26,7 @@ from provisioner.environments import endpoints as environment_endpoints
 from provisioner.environments.service import restore_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
 from provisioner.files import local_api
+from provisioner.fleet import endpoints as fleet_endpoints
 from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
@@ -98,7 +99,9 @@ def create_app(
         )
         await runner.start()
         engine_name = load_engine(reference).name
-        scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
+        scheduler = Scheduler(
+            settings, database, engine_name, runner.wake, clock, code_version=service_version
+        )
         await scheduler.start()
         await dispatcher.start()
         recorder = asyncio.create_task(
@@ -161,6 +164,7 @@ def create_app(
         auth_endpoints.router,
         audit_endpoints.router,
         tenant_endpoints.router,
+        fleet_endpoints.router,
         template_endpoints.admin_router,
         template_endpoints.router,
         webhook_endpoints.router,

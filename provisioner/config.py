@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     approval_ttl_minutes: int = Field(default=1440, ge=1, le=525_600)
     # How often each replica's scheduler looks for due work.
     schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # The fleet's counts are sampled once per this period (for its charts over time), and
+    # samples older than the retention are pruned.
+    fleet_sample_interval_s: float = Field(default=60.0, ge=1, le=86_400)
+    fleet_sample_retention_hours: int = Field(default=168, ge=1, le=8760)
     log_json: bool = False
 
     # --- pulumi engine ---
