@@ -1,28 +1,33 @@
-"""The local engine's service-side half: the emulator server, the Lambda dispatcher, and the
-running environments (their handlers, ingest pollers and status APIs)."""
+"""The local engine's service-side half: the emulator server, the Lambda dispatcher, the
+runtime workers every environment shares, and the running environments (their ingest pollers
+and status APIs)."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import boto3
 import moto
 import structlog
+from botocore.config import Config
 
 from provisioner.config import Settings
 from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.apply import AwsClients
+from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
 from provisioner.emulator.lambda_dispatch import (
     FunctionStats,
     InvocationResult,
     LambdaDispatcher,
 )
 from provisioner.emulator.persistence import EmulatorPersistence, RestoreOutcome
-from provisioner.emulator.runtime import LOCAL_CREDENTIALS, EnvironmentRuntime
+from provisioner.emulator.runtime import EnvironmentRuntime
+from provisioner.emulator.runtime_workers import LOCAL_CREDENTIALS, RuntimeWorkers
 from provisioner.emulator.server import EmulatorServer
 from provisioner.emulator.snapshot import running_executions
 from provisioner.engines.aws import DataPlaneAccess
@@ -40,9 +45,14 @@ from stacks import spec
 from stacks.config import PipelineConfig
 from stacks.spec import FunctionName
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
 log = structlog.get_logger(__name__)
 
 EMULATOR_STATE_DIR: Final = "emulator"
+# Every environment's poller long-polls through one client per region: a connection each.
+_POLLER_CONNECTIONS: Final = 256
 
 
 class LocalHost:
@@ -60,6 +70,8 @@ class LocalHost:
         self._dispatcher = LambdaDispatcher()
         self._runtimes: dict[str, EnvironmentRuntime] = {}
         self._data_planes: dict[str, DataPlaneAccess] = {}
+        self._poller_clients: dict[str, SQSClient] = {}
+        self._workers: RuntimeWorkers | None = None
         self._lock = threading.Lock()
 
     @property
@@ -78,8 +90,19 @@ class LocalHost:
         )
         self._restored = self._persistence.restore()
         self._dispatcher.install()
+        self._workers = RuntimeWorkers(
+            self._settings.local_runtime_workers or os.cpu_count() or 1,
+            self.endpoint_url,
+            CodeCache(self._settings.data_dir / CODE_DIR),
+        )
         self._persistence.start()
-        log.info("local.emulator_ready", endpoint=self.endpoint_url)
+        log.info("local.emulator_ready", endpoint=self.endpoint_url, workers=self._workers.size)
+
+    @property
+    def workers(self) -> RuntimeWorkers:
+        if self._workers is None:
+            raise RuntimeError("the local host is not started")
+        return self._workers
 
     def restore(self, configs: Sequence[PipelineConfig]) -> dict[str, str]:
         """Run again the environments that were READY, as the snapshot kept them; returns,
@@ -109,6 +132,8 @@ class LocalHost:
         if self._persistence is not None:
             self._persistence.stop()
             self._persistence = None
+        if self._workers is not None:
+            self._workers.stop()
         self._dispatcher.uninstall()
         self._server.stop()
 
@@ -146,16 +171,17 @@ class LocalHost:
     ) -> None:
         if not succeeded or request.kind not in (OperationKind.CREATE, OperationKind.UPDATE):
             return
-        # An update may change what the handlers read (e.g. the bad-row threshold): restart.
+        # Invocations read the function as deployed, so an update needs no restart for its
+        # code or settings; the poller restarts in case the queue was replaced.
         self._start_runtime(request.config)
 
     def _start_runtime(self, config: PipelineConfig) -> None:
         self._stop_runtime(config.stack_name)
         runtime = EnvironmentRuntime(
             config,
-            self.endpoint_url,
             self._dispatcher,
-            self._settings.local_workers_per_environment,
+            self.workers.invoke,
+            self._poller_client(config.region),
         )
         runtime.start()
         with self._lock:
@@ -167,6 +193,24 @@ class LocalHost:
     def invocation_stats(self) -> dict[str, FunctionStats]:
         """Per-function invocation figures since the service started (bench/dataplane.py)."""
         return self._dispatcher.stats()
+
+    def _poller_client(self, region: str) -> SQSClient:
+        with self._lock:
+            client = self._poller_clients.get(region)
+            if client is None:
+                client = boto3.session.Session().client(
+                    "sqs",
+                    endpoint_url=self.endpoint_url,
+                    region_name=region,
+                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    config=Config(
+                        max_pool_connections=_POLLER_CONNECTIONS,
+                        retries={"max_attempts": 3, "mode": "standard"},
+                    ),
+                )
+                self._poller_clients[region] = client
+            return client
 
     def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
         # One per region, kept: its clients are reused by every request.
