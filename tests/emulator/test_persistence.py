@@ -16,7 +16,11 @@ from handlers.core.ids import execution_name, file_id
 from handlers.core.status_store import StatusStore
 from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.apply import AwsClients, apply_pipeline
-from provisioner.emulator.lambda_dispatch import InvocationResult, LambdaDispatcher
+from provisioner.emulator.lambda_dispatch import (
+    DeployedFunction,
+    InvocationResult,
+    LambdaDispatcher,
+)
 from provisioner.emulator.persistence import EmulatorPersistence
 from provisioner.emulator.server import EmulatorServer
 from provisioner.emulator.snapshot import INTERRUPTED_ERROR, running_executions
@@ -56,7 +60,7 @@ def test_an_interrupted_execution_is_started_again_once(
     released = threading.Event()
     calls: list[str] = []
 
-    def validator(payload: bytes) -> InvocationResult:
+    def validator(function: DeployedFunction, payload: bytes) -> InvocationResult:
         calls.append(json.loads(payload)["fileId"])
         released.wait(60)
         return InvocationResult.failure("Stopped", "the test is over")
