@@ -30,6 +30,7 @@ from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
 from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
+from provisioner.monitoring.service import HealthSampler
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
@@ -98,7 +99,8 @@ def create_app(
         )
         await runner.start()
         engine_name = load_engine(reference).name
-        scheduler = Scheduler(settings, database, engine_name, runner.wake, clock)
+        sampler = HealthSampler(settings, database, host, engine_name, clock)
+        scheduler = Scheduler(settings, database, engine_name, runner.wake, clock, sampler)
         await scheduler.start()
         await dispatcher.start()
         recorder = asyncio.create_task(

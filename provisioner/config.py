@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     approval_ttl_minutes: int = Field(default=1440, ge=1, le=525_600)
     # How often each replica's scheduler looks for due work.
     schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # How often each replica samples the data-plane health of READY environments (§8).
+    health_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # `files.failed` events per environment and sample; more failures follow in later samples.
+    health_max_failed_events: int = Field(default=100, ge=1, le=10_000)
     log_json: bool = False
 
     # --- pulumi engine ---

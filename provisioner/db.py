@@ -154,5 +154,6 @@ def _import_models() -> None:
         "tenants",
         "templates",
         "webhooks",
+        "monitoring",
     ):
         importlib.import_module(f"provisioner.{domain}.models")

@@ -12,6 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
+from provisioner.monitoring.models import EnvironmentHealthRow
+from provisioner.monitoring.schemas import UNSAMPLED, HealthPublic, health_public
 from provisioner.operations.models import OperationRow
 from provisioner.operations.schemas import OperationPublic, operation_public
 from provisioner.schemas import ApiModel
@@ -146,6 +148,10 @@ class EnvironmentPublic(ApiModel):
     )
     expires_at: datetime | None = None
     protected: bool = False
+    health: HealthPublic = Field(
+        default=UNSAMPLED,
+        description="The data plane's health, from the last sample (docs/architecture.md §8)",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -163,6 +169,7 @@ def environment_public(
     last_operation: OperationRow | None,
     extras: Mapping[str, str],
     fleet: FleetView,
+    health: EnvironmentHealthRow | None = None,
 ) -> EnvironmentPublic:
     reasons = outdated_reasons(row, fleet.latest_versions, fleet.code_version)
     return EnvironmentPublic(
@@ -184,6 +191,7 @@ def environment_public(
         aws_endpoint_url=extras.get("awsEndpointUrl") if row.engine == "local" else None,
         expires_at=row.expires_at,
         protected=bool(row.protected),
+        health=health_public(health),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
