@@ -26,6 +26,7 @@ from provisioner.environments import endpoints as environment_endpoints
 from provisioner.environments.service import recreate_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
 from provisioner.files import local_api
+from provisioner.fleet import endpoints as fleet_endpoints
 from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
@@ -100,7 +101,15 @@ def create_app(
         await runner.start()
         engine_name = load_engine(reference).name
         sampler = HealthSampler(settings, database, host, engine_name, clock)
-        scheduler = Scheduler(settings, database, engine_name, runner.wake, clock, sampler)
+        scheduler = Scheduler(
+            settings,
+            database,
+            engine_name,
+            runner.wake,
+            clock,
+            code_version=service_version,
+            health=sampler,
+        )
         await scheduler.start()
         await dispatcher.start()
         recorder = asyncio.create_task(
@@ -163,6 +172,7 @@ def create_app(
         auth_endpoints.router,
         audit_endpoints.router,
         tenant_endpoints.router,
+        fleet_endpoints.router,
         template_endpoints.admin_router,
         template_endpoints.router,
         webhook_endpoints.router,

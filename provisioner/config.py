@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     health_interval_s: float = Field(default=60.0, gt=0, le=3600)
     # `files.failed` events per environment and sample; more failures follow in later samples.
     health_max_failed_events: int = Field(default=100, ge=1, le=10_000)
+    # The fleet's counts are sampled once per this period (for its charts over time), and
+    # samples older than the retention are pruned.
+    fleet_sample_interval_s: float = Field(default=60.0, ge=1, le=86_400)
+    fleet_sample_retention_hours: int = Field(default=168, ge=1, le=8760)
     log_json: bool = False
 
     # --- pulumi engine ---

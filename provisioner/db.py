@@ -155,5 +155,6 @@ def _import_models() -> None:
         "templates",
         "webhooks",
         "monitoring",
+        "fleet",
     ):
         importlib.import_module(f"provisioner.{domain}.models")

@@ -49,6 +49,11 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     AddedColumn("environments", "expiry_warnings_sent", "JSON NOT NULL DEFAULT '[]'"),
     AddedColumn("environments", "expired_at", "TIMESTAMP WITH TIME ZONE"),
     AddedColumn("environments", "protected", "BOOLEAN NOT NULL DEFAULT false"),
+    # Drift (docs/architecture.md §8): never checked.
+    AddedColumn("environments", "drift_status", "VARCHAR(8) NOT NULL DEFAULT 'UNKNOWN'"),
+    AddedColumn("environments", "drift_checked_at", "TIMESTAMP WITH TIME ZONE"),
+    AddedColumn("environments", "drift_changes", "JSON NOT NULL DEFAULT '[]'"),
+    AddedColumn("environments", "drift_operation_id", "VARCHAR(36)"),
     # Approvals: operations written before them needed none.
     AddedColumn("operations", "approval_required", "BOOLEAN NOT NULL DEFAULT false"),
     AddedColumn("operations", "approved_by", "VARCHAR(64)"),

@@ -64,6 +64,24 @@ class OperationRequest:
     recover: bool = False
 
 
+# What restoring a drifted resource's declared state takes (docs/architecture.md §8).
+DRIFT_KINDS = ("update", "create", "delete")
+
+
+@dataclass(frozen=True)
+class ResourceDrift:
+    """One resource that is not as the environment declares it: what a drift check found.
+
+    `kind` is what restoring the declared state does to it: `update` (it differs: the
+    `attributes` that do), `create` (it is gone), `delete` (it should not be there).
+    """
+
+    resource: str  # physical name (local) or URN (pulumi)
+    type: str  # the resource model's type token, e.g. aws:sqs/queue:Queue
+    kind: str
+    attributes: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class OperationResult:
     # Stack outputs (docs/architecture.md §2), all strings. Empty after destroy and preview.
@@ -71,6 +89,8 @@ class OperationResult:
     # Change counts by step (create / update / delete / same …), e.g. a preview's plan or the
     # drift a refresh found.
     changes: dict[str, int] = field(default_factory=dict)
+    # A drift check's (refresh's) findings, resource by resource; None: nothing was checked.
+    drift: list[ResourceDrift] | None = None
 
 
 class OperationContext(Protocol):

@@ -108,6 +108,10 @@ def list_environments(
     outdated: Annotated[
         bool | None, Query(description="Only outdated (true) or current (false) environments")
     ] = None,
+    drifted: Annotated[
+        bool | None,
+        Query(description="Only environments whose last drift check found drift (true) or not"),
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> Page[EnvironmentPublic]:
@@ -121,6 +125,7 @@ def list_environments(
         template=template,
         outdated=outdated,
         code_version=services.code_version,
+        drifted=drifted,
         limit=limit,
         offset=offset,
     )

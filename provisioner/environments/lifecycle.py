@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from provisioner.db import utcnow
 from provisioner.engines.base import EngineEvent, EventType, OperationKind
+from provisioner.environments.drift import forget_drift, record_drift
 from provisioner.environments.models import EnvironmentState
 from provisioner.environments.repository import EnvironmentRepository
 from provisioner.logging import redactor
@@ -46,6 +48,8 @@ class Transition:
     changes_infrastructure: bool
     # Its success records the service's code version on the environment (§7): it deployed it.
     applies_code: bool = False
+    # Its success records the drift it found on the environment (§8).
+    checks_drift: bool = False
 
 
 _SETTLED = (EnvironmentState.READY, EnvironmentState.FAILED)
@@ -77,7 +81,12 @@ LIFECYCLE: Mapping[OperationKind, Transition] = {
         changes_infrastructure=True,
     ),
     OperationKind.REFRESH: Transition(
-        _SETTLED, during=None, succeeded=None, outputs=Outputs.REFRESH, changes_infrastructure=False
+        _SETTLED,
+        during=None,
+        succeeded=None,
+        outputs=Outputs.REFRESH,
+        changes_infrastructure=False,
+        checks_drift=True,
     ),
     OperationKind.PREVIEW: Transition(
         _SETTLED, during=None, succeeded=None, outputs=Outputs.KEEP, changes_infrastructure=False
@@ -96,11 +105,13 @@ def settle(
     changes: Mapping[str, int] | None = None,
     from_states: Sequence[OperationState] = ACTIVE_OPERATION_STATES,
     code_version: str | None = None,
+    drift: Sequence[Mapping[str, Any]] | None = None,
 ) -> bool:
     """Record an operation's end and what it means for its environment, in one transaction.
 
     `code_version` is that of the service that ran it (provisioner.versions): a succeeded
-    create or update records it on the environment.
+    create or update records it on the environment. `drift` is what a drift check found
+    (`engines.base.ResourceDrift`s as dicts; None from an engine that did not report it).
 
     Returns False if the operation was not in `from_states` (e.g. another path settled it, or a
     runner claimed it first).
@@ -152,6 +163,9 @@ def settle(
             environment.outputs = dict(outputs)
         if transition.changes_infrastructure:
             environment.failure_reason = None
+            forget_drift(environment)
+        if transition.checks_drift and drift is not None:
+            record_drift(session, environment, operation, drift)
         if transition.applies_code and code_version is not None:
             environment.code_version = code_version
     elif final_state == OperationState.CANCELLED and not was_running:

@@ -21,6 +21,12 @@ class EnvironmentState(StrEnum):
     FAILED = "FAILED"
 
 
+class DriftStatus(StrEnum):
+    IN_SYNC = "IN_SYNC"
+    DRIFTED = "DRIFTED"
+    UNKNOWN = "UNKNOWN"  # never checked, or changed since the last check
+
+
 class EnvironmentRow(Base):
     __tablename__ = "environments"
     __table_args__ = (UniqueConstraint("tenant", "name", name="uq_environment_tenant_name"),)
@@ -55,5 +61,15 @@ class EnvironmentRow(Base):
     expired_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     # Updates and destroys wait for another admin's approval of their preview.
     protected: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Drift (docs/architecture.md §8): the last drift check's verdict (`DriftStatus`), when it
+    # ran, what it found (`ResourceDrift`s as JSON) and the operation that ran it.
+    drift_status: Mapped[str] = mapped_column(
+        String(8), default="UNKNOWN", server_default=text("'UNKNOWN'")
+    )
+    drift_checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    drift_changes: Mapped[list[dict[str, Any]]] = mapped_column(
+        JSON, default=list, server_default=text("'[]'")
+    )
+    drift_operation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

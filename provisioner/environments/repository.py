@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from provisioner.environments.models import EnvironmentRow
+from provisioner.environments.models import DriftStatus, EnvironmentRow
 from provisioner.environments.outdated import filter_outdated
 
 
@@ -39,9 +39,14 @@ class EnvironmentRepository:
         template: str | None = None,
         outdated: bool | None = None,
         code_version: str = "",
+        drifted: bool | None = None,
     ) -> tuple[Sequence[EnvironmentRow], int]:
-        """A page of environments; `outdated` compares with the service's `code_version`."""
+        """A page of environments; `outdated` compares with the service's `code_version`;
+        `drifted`: whose last drift check found drift (true) or not (false)."""
         conditions = []
+        if drifted is not None:
+            is_drifted = EnvironmentRow.drift_status == DriftStatus.DRIFTED
+            conditions.append(is_drifted if drifted else ~is_drifted)
         if tenant is not None:
             conditions.append(EnvironmentRow.tenant == tenant)
         if state is not None:

@@ -6,11 +6,11 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from provisioner.environments.models import EnvironmentRow, EnvironmentState
+from provisioner.environments.models import DriftStatus, EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
 from provisioner.monitoring.models import EnvironmentHealthRow
 from provisioner.monitoring.schemas import UNSAMPLED, HealthPublic, health_public
@@ -125,6 +125,23 @@ class EnvironmentUpdate(ExpiryFields):
         return bool(self.model_fields_set & {"expires_at", "ttl_minutes"})
 
 
+class DriftChange(ApiModel):
+    resource: str = Field(description="Physical name (local engine) or URN (pulumi)")
+    type: str = Field(examples=["aws:sqs/queue:Queue"])
+    kind: Literal["update", "create", "delete"] = Field(
+        description="What restoring the declared state does: update it, re-create it (it is "
+        "gone), delete it"
+    )
+    attributes: list[str] = Field(description="The attributes that differ (update)")
+
+
+class DriftPublic(ApiModel):
+    status: DriftStatus = Field(description="UNKNOWN: never checked, or applied since")
+    checked_at: datetime | None = Field(description="When the last drift check finished")
+    changes: list[DriftChange]
+    operation_id: str | None = Field(description="The operation of the last drift check")
+
+
 class EnvironmentPublic(ApiModel):
     tenant: str
     name: str
@@ -148,6 +165,7 @@ class EnvironmentPublic(ApiModel):
     )
     expires_at: datetime | None = None
     protected: bool = False
+    drift: DriftPublic
     health: HealthPublic = Field(
         default=UNSAMPLED,
         description="The data plane's health, from the last sample (docs/architecture.md §8)",
@@ -191,6 +209,12 @@ def environment_public(
         aws_endpoint_url=extras.get("awsEndpointUrl") if row.engine == "local" else None,
         expires_at=row.expires_at,
         protected=bool(row.protected),
+        drift=DriftPublic(
+            status=DriftStatus(row.drift_status or DriftStatus.UNKNOWN),
+            checked_at=row.drift_checked_at,
+            changes=[DriftChange.model_validate(change) for change in row.drift_changes or []],
+            operation_id=row.drift_operation_id,
+        ),
         health=health_public(health),
         created_at=row.created_at,
         updated_at=row.updated_at,

@@ -220,9 +220,11 @@ class Supervisor(threading.Thread):
     ) -> None:
         outputs: dict[str, str] = {}
         changes: dict[str, int] = {}
+        drift: list[dict[str, Any]] | None = None
         if outcome is not None and outcome[0] == RESULT:
             outputs = dict(outcome[1].get("outputs") or {})
             changes = dict(outcome[1].get("changes") or {})
+            drift = outcome[1].get("drift")
             state, code, error = OperationState.SUCCEEDED, None, None
             # The host first (e.g. the local runtime restarts with the new configuration), so
             # that nothing reports SUCCEEDED before the environment really works that way.
@@ -249,7 +251,9 @@ class Supervisor(threading.Thread):
         else:
             state, code = OperationState.INTERRUPTED, "interrupted"
             error = f"the worker process exited unexpectedly (exit code {exitcode}); retry it"
-        self._finish(state, error_code=code, error=error, outputs=outputs, changes=changes)
+        self._finish(
+            state, error_code=code, error=error, outputs=outputs, changes=changes, drift=drift
+        )
 
     def _finish(
         self,
@@ -259,6 +263,7 @@ class Supervisor(threading.Thread):
         error: str | None,
         outputs: Mapping[str, str] | None = None,
         changes: Mapping[str, int] | None = None,
+        drift: list[dict[str, Any]] | None = None,
     ) -> None:
         runner = self.runner
         with runner.database.session() as session:
@@ -280,6 +285,7 @@ class Supervisor(threading.Thread):
                 outputs=outputs,
                 changes=changes,
                 code_version=runner.code_version,
+                drift=drift,
             ):
                 return
         runner.metrics.operations_finished.labels(self.kind, state).inc()

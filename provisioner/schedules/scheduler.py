@@ -32,6 +32,7 @@ class Scheduler:
         engine: str,
         wake_runner: Callable[[], None],
         clock: Clock | None = None,
+        code_version: str = "",
         health: HealthSampler | None = None,
     ) -> None:
         self.settings = settings
@@ -40,6 +41,8 @@ class Scheduler:
         self.engine = engine
         self.wake_runner = wake_runner
         self.clock = clock or utcnow
+        # The fleet samples count outdated environments against it.
+        self.code_version = code_version
         self._stopping: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -47,7 +50,9 @@ class Scheduler:
     def tick(self, now: datetime | None = None) -> TickResult:
         """Blocking: one round of due work."""
         with self.database.session() as session:
-            result = run_tick(session, self.settings, self.engine, now or self.clock())
+            result = run_tick(
+                session, self.settings, self.engine, now or self.clock(), self.code_version
+            )
         if result.destroys:
             self.wake_runner()
         return result

@@ -30,6 +30,7 @@ from provisioner.environments.service import (
     environment_config,
     request_fingerprint,
 )
+from provisioner.fleet.service import FleetService
 from provisioner.operations.repository import OperationRepository
 
 log = structlog.get_logger(__name__)
@@ -43,9 +44,12 @@ class TickResult:
     warnings: list[tuple[str, int]] = field(default_factory=list)  # (environment id, lead)
     destroys: list[str] = field(default_factory=list)  # operation ids
     approvals_expired: list[str] = field(default_factory=list)  # operation ids
+    fleet_samples: int = 0  # rows written (0: this period was sampled already)
 
 
-def run_tick(session: Session, settings: Settings, engine: str, now: datetime) -> TickResult:
+def run_tick(
+    session: Session, settings: Settings, engine: str, now: datetime, code_version: str
+) -> TickResult:
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TICK_LOCK_KEY})
     result = TickResult()
@@ -53,6 +57,11 @@ def run_tick(session: Session, settings: Settings, engine: str, now: datetime) -
     result.destroys = _destroy_expired(session, settings, engine, now)
     ttl = settings.approval_ttl_minutes
     result.approvals_expired = expire_unapproved(session, now - timedelta(minutes=ttl), ttl)
+    result.fleet_samples = FleetService(session, code_version).record_sample(
+        now,
+        settings.fleet_sample_interval_s,
+        timedelta(hours=settings.fleet_sample_retention_hours),
+    )
     return result
 
 

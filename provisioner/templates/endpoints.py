@@ -29,7 +29,7 @@ router = APIRouter(prefix="/templates", tags=["templates"])
     "",
     status_code=201,
     response_model=TemplateVersionPublic,
-    responses=error_responses(403, 409, 422),
+    responses=error_responses(400, 403, 409, 422),
     summary="Publish a new template (its version 1)",
 )
 def create_template(
@@ -47,7 +47,7 @@ def create_template(
     "/{name}/versions",
     status_code=201,
     response_model=TemplateVersionPublic,
-    responses=error_responses(403, 404, 409, 422),
+    responses=error_responses(400, 403, 404, 409, 422),
     summary="Publish the template's next version (versions never change)",
 )
 def create_template_version(

@@ -22,7 +22,7 @@ def list_tenants(_admin: AdminDep, session: SessionDep) -> list[TenantPublic]:
 @router.put(
     "/{tenant}",
     response_model=TenantPublic,
-    responses=error_responses(403, 422),
+    responses=error_responses(400, 403, 422),
     summary="Set a tenant's quota (null fields: unlimited)",
 )
 def put_tenant_quota(

@@ -117,7 +117,7 @@ def test_changed_settings_update_only_what_differs(
         names.api_access_log_group,
     }
     assert updates == {
-        **{group: ["retention"] for group in expected_groups},
+        **{group: ["retentionInDays"] for group in expected_groups},
         names.functions["validator"]: ["Environment"],
     }
     validator = clients.lambda_.get_function_configuration(

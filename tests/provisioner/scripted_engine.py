@@ -5,7 +5,9 @@ request): `script-resources`, `script-delay`, `script-fail-at`, `script-gate` (a
 engine waits for before finishing), `script-ignore-cancel`, `script-say-file` (a file whose
 text the engine emits as a diagnostic, e.g. to check that secrets in it are redacted),
 `script-log` (a file each run appends to), `script-pid` (a file the worker writes its pid to),
-`script-error-file` (a file whose text the engine fails with, e.g. an emulator's error page).
+`script-error-file` (a file whose text the engine fails with, e.g. an emulator's error page),
+`script-drift-file` (a JSON list of `ResourceDrift` fields a refresh reports; a create or update
+removes it: it restored the declared state).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from provisioner.engines.base import (
     OperationKind,
     OperationRequest,
     OperationResult,
+    ResourceDrift,
 )
 from provisioner.errors import EngineError, OperationCancelledError
 from stacks.spec import STACK_OUTPUTS
@@ -79,6 +82,18 @@ class ScriptedEngine:
             return OperationResult(changes={"delete": resources})
         if request.kind == OperationKind.PREVIEW:
             return OperationResult(changes={"same": resources})
+        drift_file = Path(script["script-drift-file"]) if "script-drift-file" in script else None
+        if request.kind == OperationKind.REFRESH and drift_file is not None:
+            found = json.loads(drift_file.read_text()) if drift_file.exists() else []
+            return OperationResult(
+                changes={"update": len(found)},
+                drift=[
+                    ResourceDrift(d["resource"], d["type"], d["kind"], tuple(d["attributes"]))
+                    for d in found
+                ],
+            )
+        if drift_file is not None:
+            drift_file.unlink(missing_ok=True)
         prefix = f"p-{request.config.tenant}-{request.config.environment}"
         return OperationResult(
             outputs={name: f"{prefix}:{name}" for name in STACK_OUTPUTS},

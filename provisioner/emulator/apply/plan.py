@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, ClassVar, Literal
@@ -36,9 +36,10 @@ class Plan:
     changes: list[str] = field(default_factory=list)
     actions: list[Callable[[], object]] = field(default_factory=list)
 
-    def change(self, what: str, action: Callable[[], object]) -> None:
+    def change(self, what: str | Sequence[str], action: Callable[[], object]) -> None:
+        """`action` writes `what`: one attribute, or several that one write sets."""
         if self.exists:
-            self.changes.append(what)
+            self.changes.extend([what] if isinstance(what, str) else what)
         self.actions.append(action)
 
     @property

@@ -52,7 +52,7 @@ class LogGroup(Resource):
             )
         if group is None or group.get("retentionInDays") != retention:
             plan.change(
-                "retention",
+                "retentionInDays",
                 lambda: logs.put_retention_policy(
                     logGroupName=self.name, retentionInDays=retention
                 ),
@@ -150,7 +150,7 @@ class Queue(Resource):
                 key: value for key, value in desired.items() if key != "FifoQueue"
             }
             plan.change(
-                ", ".join(sorted(differing)),
+                sorted(differing),
                 lambda: sqs.set_queue_attributes(QueueUrl=url, Attributes=settable),
             )
         plan_tags(

@@ -33,6 +33,7 @@ from provisioner.emulator.apply import (
     planned_resources,
 )
 from provisioner.engines.base import (
+    DRIFT_KINDS,
     EngineEvent,
     EngineHealth,
     EventType,
@@ -40,6 +41,7 @@ from provisioner.engines.base import (
     OperationKind,
     OperationRequest,
     OperationResult,
+    ResourceDrift,
 )
 from provisioner.errors import EngineError
 from stacks import spec
@@ -100,10 +102,21 @@ class LocalEngine:
         config = request.config
         clients = AwsClients.for_endpoint(emulator_url(self._settings), region=config.region)
         steps: Counter[str] = Counter()
+        drift: list[ResourceDrift] = []
 
         def on_event(progress: ResourceProgress) -> None:
             if progress.phase is Phase.FINISHED:
                 steps[progress.step] += 1
+                if progress.step in DRIFT_KINDS:
+                    # The plan's step is what restoring the declared state does.
+                    drift.append(
+                        ResourceDrift(
+                            progress.resource,
+                            progress.resource_type,
+                            progress.step,
+                            progress.changes or (),
+                        )
+                    )
             context.emit(engine_event(progress))
 
         def should_stop() -> bool:
@@ -123,7 +136,11 @@ class LocalEngine:
         if kind == OperationKind.DESTROY:
             destroy_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
             return OperationResult(changes=dict(steps))
-        if kind in (OperationKind.PREVIEW, OperationKind.REFRESH):
+        if kind == OperationKind.PREVIEW:
             changes = plan_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
             return OperationResult(changes=changes)
+        if kind == OperationKind.REFRESH:
+            # A drift check: the plan against what the emulator holds; it writes nothing.
+            changes = plan_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
+            return OperationResult(changes=changes, drift=drift)
         raise EngineError(f"the local engine cannot {kind}")

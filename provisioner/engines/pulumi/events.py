@@ -15,7 +15,9 @@ from provisioner.engines.base import (
     EngineEvent,
     EventType,
     OperationContext,
+    ResourceDrift,
 )
+from provisioner.engines.pulumi.drift import resource_drift
 from provisioner.logging import SecretRedactor
 
 logger = structlog.get_logger(__name__)
@@ -46,6 +48,8 @@ class EventSink:
         self._redact = redact
         self._lock = threading.Lock()
         self.first_error: str | None = None
+        # What the resource steps of a refresh found, by URN (provisioner.engines.pulumi.drift).
+        self.drift: dict[str, ResourceDrift] = {}
 
     def emit(
         self,
@@ -98,6 +102,10 @@ class EventSink:
         elif event.res_outputs_event is not None:
             meta = event.res_outputs_event.metadata
             op = op_name(meta.op)
+            found = resource_drift(meta)
+            if found is not None:
+                with self._lock:
+                    self.drift[meta.urn] = found
             self.emit(
                 EventType.RESOURCE_FINISHED,
                 f"{op} {meta.type} {urn_name(meta.urn)}: done",

@@ -121,10 +121,14 @@ class StackOperation:
 
     def _refresh(self) -> OperationResult:
         stack = self._open(create=False)
+        self._sink.drift.clear()
         result = self._recover(stack)
         if result is None:
             result = self._run_refresh(stack, "refresh", clear_pending_creates=None)
-        return OperationResult(changes=changes_by_op(result.summary.resource_changes))
+        return OperationResult(
+            changes=changes_by_op(result.summary.resource_changes),
+            drift=list(self._sink.drift.values()),
+        )
 
     def _preview(self) -> OperationResult:
         stack = self._open(create=False)

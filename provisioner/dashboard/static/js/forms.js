@@ -85,7 +85,7 @@ export function configField(definition, value) {
 }
 
 /** The config values the user filled in; empty fields are left to the service's defaults. */
-function readConfig(fields) {
+export function readConfig(fields) {
   const config = {};
   const problems = [];
   for (const definition of CONFIG_FIELDS) {

@@ -3,12 +3,16 @@
 
 import { session, UNAUTHORIZED_EVENT } from "./api.js";
 import { h, replace } from "./dom.js";
+import * as approvals from "./views/approvals.js";
 import * as audit from "./views/audit.js";
 import * as create from "./views/create.js";
 import * as environment from "./views/environment.js";
 import * as environments from "./views/environments.js";
 import * as files from "./views/files.js";
+import * as fleet from "./views/fleet.js";
 import * as signin from "./views/signin.js";
+import * as template from "./views/template.js";
+import * as templates from "./views/templates.js";
 
 const ROUTES = [
   { pattern: /^\/signin$/, view: signin, section: null, public: true },
@@ -17,6 +21,10 @@ const ROUTES = [
   { pattern: /^\/environments\/([^/]+)\/([^/]+)\/files$/, view: files, section: "environments" },
   { pattern: /^\/environments\/([^/]+)\/([^/]+)$/, view: environment, section: "environments" },
   { pattern: /^\/audit$/, view: audit, section: "audit" },
+  { pattern: /^\/fleet$/, view: fleet, section: "fleet" },
+  { pattern: /^\/templates$/, view: templates, section: "templates" },
+  { pattern: /^\/templates\/([^/]+)$/, view: template, section: "templates" },
+  { pattern: /^\/approvals$/, view: approvals, section: "approvals" },
 ];
 const AUTO_REFRESH_MS = 5000;
 
@@ -211,6 +219,9 @@ document.addEventListener("keydown", (event) => {
     pendingG = false;
     if (event.key === "e") navigate("/environments");
     else if (event.key === "a") navigate("/audit");
+    else if (event.key === "f") navigate("/fleet");
+    else if (event.key === "t") navigate("/templates");
+    else if (event.key === "p") navigate("/approvals");
     return;
   }
   if (event.key === "g") {
