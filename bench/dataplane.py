@@ -5,7 +5,9 @@
 Starts the service with the local engine (in this process, as `make run` would in its own),
 creates one environment through the HTTP API, uploads N seeded trade files of about 1 MB each
 with boto3, and waits until every one is COMPLETED. Prints files/s, upload → COMPLETED latency
-(p50/p95), and where the time went: inside the handlers versus the emulator and orchestration.
+(p50/p95), where the time went (inside the handlers versus the emulator and orchestration), the
+CPU seconds per file of the service, the emulator and the runtime workers, and the emulator's
+requests per file by service and action (`bench.emulator_meter`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from typing import Any
 
 import boto3
 import httpx
+import psutil
 import uvicorn
 from pydantic import SecretStr
 
+from bench.emulator_meter import EmulatorMeter
 from handlers.core.ids import file_id
 from provisioner.app import create_app
 from provisioner.config import Settings
@@ -69,7 +73,9 @@ def main() -> None:
     parser.add_argument("--size-mb", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=2, help="runtime processes per environment")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="shared runtime worker processes (0: CPU cores)"
+    )
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
@@ -85,10 +91,12 @@ def main() -> None:
                 "engine": "local",
                 "port": port,
                 "local_aws_port": free_port(),
-                "local_workers_per_environment": args.workers,
+                "local_runtime_workers": args.workers,
                 "log_level": "WARNING",
             }
         )
+        meter = EmulatorMeter()
+        meter.install()
         app = create_app(settings)
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
         thread = threading.Thread(target=server.run, daemon=True)
@@ -96,13 +104,44 @@ def main() -> None:
         while not server.started:
             time.sleep(0.05)
         try:
-            run(app.state.services, f"http://127.0.0.1:{port}", bodies, args)
+            run(app.state.services, f"http://127.0.0.1:{port}", bodies, args, meter)
         finally:
+            meter.uninstall()
             server.should_exit = True
             thread.join(60)
 
 
-def run(services: AppState, base: str, bodies: list[bytes], args: argparse.Namespace) -> None:
+def runtime_workers(service: psutil.Process) -> list[psutil.Process]:
+    """The forkserver's children: once the environment exists (its create operation's worker
+    gone), those are the runtime workers."""
+    found = []
+    for child in service.children():
+        try:
+            if "forkserver" in " ".join(child.cmdline()):
+                found.extend(child.children())
+        except psutil.Error:
+            continue
+    return found
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> dict[int, float]:
+    figures: dict[int, float] = {}
+    for process in processes:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        figures[process.pid] = times.user + times.system
+    return figures
+
+
+def run(
+    services: AppState,
+    base: str,
+    bodies: list[bytes],
+    args: argparse.Namespace,
+    meter: EmulatorMeter,
+) -> None:
     client = httpx.Client(
         base_url=base, headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=60
     )
@@ -122,13 +161,22 @@ def run(services: AppState, base: str, bodies: list[bytes], args: argparse.Names
     host = services.host
     assert isinstance(host, LocalHost)
     before = host.invocation_stats()
+    service_process = psutil.Process()
+    service_cpu_before = cpu_seconds([service_process])[service_process.pid]
+    requests_before, emulator_cpu_before = meter.snapshot()
+    workers_cpu_before = cpu_seconds(runtime_workers(service_process))
+    client_cpu = [0.0]  # this benchmark's own uploads and polling, in the service's process
+    client_lock = threading.Lock()
 
     uploaded: dict[str, float] = {}
 
     def upload(index: int) -> None:
+        cpu = time.thread_time()
         key = f"incoming/bench-{index:04d}.csv"
         version = s3.put_object(Bucket=bucket, Key=key, Body=bodies[index])["VersionId"]
         uploaded[file_id(bucket, key, version)] = time.time()
+        with client_lock:
+            client_cpu[0] += time.thread_time() - cpu
 
     started = time.time()
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
@@ -137,14 +185,25 @@ def run(services: AppState, base: str, bodies: list[bytes], args: argparse.Names
 
     done: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + 60 + 5 * len(bodies)
+    polls = 0
     while len(done) < len(uploaded) and time.monotonic() < deadline:
+        cpu = time.thread_time()
         page = client.get("/environments/bench/dp/files", params={"limit": 500}).json()
+        polls += 1
         for item in page["items"]:
             if item["status"] in ("COMPLETED", "FAILED"):
                 done[item["fileId"]] = item
+        client_cpu[0] += time.thread_time() - cpu
         time.sleep(0.5)
     finished = time.time()
     after = host.invocation_stats()
+    service_cpu = cpu_seconds([service_process])[service_process.pid] - service_cpu_before
+    requests_after, emulator_cpu_after = meter.snapshot()
+    emulator_cpu = emulator_cpu_after - emulator_cpu_before
+    workers_after = cpu_seconds(runtime_workers(service_process))
+    workers_cpu = sum(
+        seconds - workers_cpu_before.get(pid, 0.0) for pid, seconds in workers_after.items()
+    )
 
     completed = [item for item in done.values() if item["status"] == "COMPLETED"]
     latencies = sorted(
@@ -187,11 +246,29 @@ def run(services: AppState, base: str, bodies: list[bytes], args: argparse.Names
         f"dispatch, the rest in the emulator and orchestration (queueing, Step Functions, "
         f"EventBridge→SQS, status writes)"
     )
-    busy = 100 * handler_total / (elapsed * max(1, args.workers))
+    workers = host.workers.size if hasattr(host, "workers") else args.workers
+    busy = 100 * handler_total / (elapsed * workers)
     print(
-        f"elapsed {finished - started:.1f} s; the {args.workers} runtime workers were busy in "
+        f"elapsed {finished - started:.1f} s; the {workers} runtime workers were busy in "
         f"handlers {busy:.0f} % of the time"
     )
+
+    files = max(1, len(completed))
+    own = service_cpu - emulator_cpu - client_cpu[0]
+    print(
+        f"\nCPU seconds per file: service {own / files:.3f} (API, pollers, dispatch), "
+        f"emulator {emulator_cpu / files:.3f} (moto's requests and Step Functions), "
+        f"runtime workers {workers_cpu / files:.3f} (handlers); "
+        f"total {(own + emulator_cpu + workers_cpu) / files:.3f}. "
+        f"(The benchmark's own uploads and polling, {client_cpu[0]:.1f} s, are left out.)"
+    )
+    requests = requests_after - requests_before
+    print(
+        f"\nemulator requests per file: {sum(requests.values()) / files:.1f} "
+        f"(incl. the benchmark's {polls} status polls and {len(bodies)} uploads)"
+    )
+    for operation, count in sorted(requests.items(), key=lambda pair: -pair[1]):
+        print(f"    {operation:<40}{count:>7}{count / files:>8.2f}/file")
 
 
 if __name__ == "__main__":

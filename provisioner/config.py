@@ -80,7 +80,8 @@ class Settings(BaseSettings):
     # --- local engine ---
     local_aws_host: str = "127.0.0.1"
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
-    local_workers_per_environment: int = Field(default=2, ge=1, le=16)
+    # Lambda runtime processes shared by every local environment; 0: one per CPU core.
+    local_runtime_workers: int = Field(default=0, ge=0, le=64)
 
     # --- webhooks (docs/architecture.md §8) ---
     webhook_allowed_hosts: str = Field(

@@ -1,15 +1,17 @@
-"""Lambda in the emulator: moto's Lambda invocations dispatched to handler code in this process.
+"""Lambda in the emulator: moto's Lambda invocations dispatched to the local runtime.
 
 moto runs no Lambda code here (no Docker). With `{"lambda": {"use_docker": False}}` every
 invocation — the Lambda API's Invoke and Step Functions' `lambda:invoke` tasks alike — ends in
 `moto.awslambda_simple.models.LambdaSimpleBackend.invoke`, which would answer a canned success.
 `LambdaDispatcher.install()` replaces that one method, so an invocation reaches the invoker
-registered for the function, and a failure comes back the way Lambda reports it
+registered for the function together with the function as moto holds it (`DeployedFunction`:
+its configuration and its code archive), and a failure comes back the way Lambda reports it
 (`X-Amz-Function-Error: Unhandled` and `{"errorType", "errorMessage", "stackTrace"}`), which is
-what Step Functions' Retry and Catch match on. This module is the only place that patches moto.
+what Step Functions' Retry and Catch match on. This module is the only place that patches moto,
+and the only one that reads moto's Lambda backend.
 
 The Python runtime the invokers run (`invoke_handler`, `LocalFunction`) is
-`provisioner.emulator.lambda_runtime`.
+`provisioner.emulator.lambda_runtime`; the shared worker processes are `runtime_workers`.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import inspect
 import json
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Final
 
@@ -81,9 +83,40 @@ class InvocationResult:
         return cls(json.dumps(document).encode(), error_type, error_message)
 
 
-# An invoker receives the invocation payload (the JSON event, as bytes) and never raises for a
-# handler failure: it reports it in the result, as the Lambda service does.
-Invoker = Callable[[bytes], InvocationResult]
+@dataclass(frozen=True)
+class DeployedFunction:
+    """A function as the emulator's Lambda service holds it: what was deployed, not what the
+    service's own tree would deploy today."""
+
+    name: str
+    handler: str
+    environment: Mapping[str, str]
+    memory_mb: int
+    timeout_s: int
+    region: str
+    account_id: str
+    code_sha256: str  # hex digest of `code`
+    code: bytes = field(repr=False, compare=False)
+
+    @classmethod
+    def of(cls, function: Any) -> DeployedFunction:
+        """From moto's `LambdaFunction` (moto 5.2.x attribute names)."""
+        return cls(
+            name=function.function_name,
+            handler=function.handler or "",
+            environment=dict(function.environment_vars or {}),
+            memory_mb=int(function.memory_size),
+            timeout_s=int(function.timeout),
+            region=function.region,
+            account_id=function.account_id,
+            code_sha256=function.code_digest,
+            code=function.code_bytes,
+        )
+
+
+# An invoker receives the function as deployed and the invocation payload (the JSON event, as
+# bytes) and never raises for a handler failure: it reports it in the result, as Lambda does.
+Invoker = Callable[[DeployedFunction, bytes], InvocationResult]
 
 
 def function_key(function: str) -> str:
@@ -132,9 +165,19 @@ class LambdaDispatcher:
         with self._lock:
             return frozenset(self._invokers)
 
-    def dispatch(self, function: str, payload: bytes) -> InvocationResult:
+    def invoke(
+        self, function: str, payload: bytes, *, region: str, account_id: str
+    ) -> InvocationResult:
+        """Invoke a deployed function from this process, as moto's Invoke would but without
+        the HTTP round trip (the event source poller, the local status API)."""
+        from moto.awslambda.utils import get_backend
+
+        backend = get_backend(account_id, region)
+        return self.dispatch(DeployedFunction.of(backend.get_function(function, None)), payload)
+
+    def dispatch(self, function: DeployedFunction, payload: bytes) -> InvocationResult:
         """Run one invocation; an unregistered function fails the way a broken runtime would."""
-        name = function_key(function)
+        name = function.name
         with self._lock:
             invoker = self._invokers.get(name)
         if invoker is None:
@@ -143,7 +186,7 @@ class LambdaDispatcher:
                 UNAVAILABLE_ERROR, f"no local runtime is registered for function {name}"
             )
         started = time.monotonic()
-        result = invoker(payload)
+        result = invoker(function, payload)
         elapsed = time.monotonic() - started
         with self._lock:
             figures = self._stats.setdefault(name, FunctionStats())
@@ -220,7 +263,7 @@ class LambdaDispatcher:
         ) -> bytes:
             # As moto's full backend does: an unknown function is ResourceNotFoundException.
             function = self.get_function(function_name, qualifier)
-            result = dispatcher.dispatch(function.function_name, _as_bytes(body))
+            result = dispatcher.dispatch(DeployedFunction.of(function), _as_bytes(body))
             if not result.ok:
                 response_headers["x-amz-function-error"] = "Unhandled"
             return result.payload

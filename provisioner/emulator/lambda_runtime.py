@@ -1,9 +1,10 @@
 """The AWS Lambda Python runtime, emulated in this process: a handler run with exactly its
-function's environment variables and a Lambda context, its result or error as Lambda reports it.
+function's environment variables, its deployed code and a Lambda context, its result or error
+as Lambda reports it.
 
-`LocalFunction` is one deployed function as an `Invoker` (picklable, so the local runtime can
-send it to an environment's worker process); the dispatcher (`lambda_dispatch`) hands moto's
-invocations to such invokers.
+`LocalFunction` is one function as the runtime runs it (picklable, so the shared runtime
+workers, `runtime_workers`, receive it with each invocation); the dispatcher
+(`lambda_dispatch`) hands moto's invocations to invokers built on it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from provisioner.emulator import MOTO_ACCOUNT_ID
-from provisioner.emulator.lambda_dispatch import InvocationResult, Invoker
+from provisioner.emulator.deployed_code import ARCHIVE_MODULES
+from provisioner.emulator.lambda_dispatch import DeployedFunction, InvocationResult, Invoker
 from stacks import spec
 from stacks.config import PipelineConfig
 
@@ -167,11 +169,14 @@ def invoke_handler(
     timeout_s: int,
     region: str = "us-east-1",
     account_id: str = MOTO_ACCOUNT_ID,
+    code_root: str | None = None,
 ) -> InvocationResult:
     """Run `module.function` as the AWS Lambda Python runtime would, in this process.
 
     The handler sees exactly its function's `environment`, the variables Lambda sets, and the
     inherited process variables listed in `_INHERITED` (credentials, endpoint, interpreter).
+    With `code_root` (an unpacked archive, `deployed_code`) its modules come from there alone;
+    without, from this process's import path (tests of handler code).
     Its return value is serialised to JSON; any exception becomes an error result named after
     its class. A run longer than `timeout_s` is reported as Lambda's timeout error afterwards
     (a thread cannot be stopped midway; the result it produced is discarded).
@@ -182,7 +187,8 @@ def invoke_handler(
         **environment,
         **_runtime_variables(handler, function_name, memory_mb, region, log_stream),
     }
-    with _RUNTIME_LOCK, _invocation_environment(variables):
+    code = nullcontext() if code_root is None else ARCHIVE_MODULES.using(code_root)
+    with _RUNTIME_LOCK, _invocation_environment(variables), code:
         started = time.monotonic()
         context = LambdaContext(
             function_name=function_name,
@@ -236,10 +242,10 @@ def _run(handler: str, event: object, context: LambdaContext) -> InvocationResul
 
 @dataclass(frozen=True)
 class LocalFunction:
-    """One deployed function as the local runtime runs it: handler, exact environment, limits.
+    """One function as the local runtime runs it: handler, exact environment, limits, code.
 
-    It is an `Invoker`: called with the invocation payload, it runs the handler in the calling
-    process with `invoke_handler` (picklable, so the local runtime can send it to a worker).
+    Called with the invocation payload, it runs the handler in the calling process with
+    `invoke_handler` (picklable, so the shared runtime sends it to a worker).
     """
 
     function_name: str
@@ -249,6 +255,21 @@ class LocalFunction:
     timeout_s: int
     region: str = "us-east-1"
     account_id: str = MOTO_ACCOUNT_ID
+    code_root: str | None = None  # the unpacked archive; None: this process's import path
+
+    @classmethod
+    def deployed(cls, function: DeployedFunction, code_root: str) -> LocalFunction:
+        """The function exactly as the emulator holds it, its archive unpacked at `code_root`."""
+        return cls(
+            function_name=function.name,
+            handler=function.handler,
+            environment=dict(function.environment),
+            memory_mb=function.memory_mb,
+            timeout_s=function.timeout_s,
+            region=function.region,
+            account_id=function.account_id,
+            code_root=code_root,
+        )
 
     def __call__(self, payload: bytes) -> InvocationResult:
         try:
@@ -264,7 +285,13 @@ class LocalFunction:
             timeout_s=self.timeout_s,
             region=self.region,
             account_id=self.account_id,
+            code_root=self.code_root,
         )
+
+    def invoker(self) -> Invoker:
+        """An `Invoker` running this function in the calling process, whatever was deployed
+        (tests of handler code and stand-ins)."""
+        return lambda _deployed, payload: self(payload)
 
 
 def handler_invoker(
@@ -280,7 +307,7 @@ def handler_invoker(
     """An `Invoker` that runs `handler` in this process with `invoke_handler`."""
     return LocalFunction(
         function_name, handler, dict(environment), memory_mb, timeout_s, region, account_id
-    )
+    ).invoker()
 
 
 def pipeline_functions(
@@ -307,5 +334,7 @@ def pipeline_functions(
 def pipeline_invokers(
     config: PipelineConfig, *, account_id: str = MOTO_ACCOUNT_ID
 ) -> dict[str, Invoker]:
-    """In-process invokers of one environment's five functions, by physical function name."""
-    return dict(pipeline_functions(config, account_id=account_id))
+    """In-process invokers of one environment's five functions, by physical function name,
+    running this tree's `handlers` (tests of handler code)."""
+    functions = pipeline_functions(config, account_id=account_id)
+    return {name: function.invoker() for name, function in functions.items()}

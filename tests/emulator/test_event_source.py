@@ -331,7 +331,9 @@ def test_moto_does_not_deliver_to_the_mapped_function_itself(
     """With the dispatcher installed, a stored mapping moves nothing: the poller does."""
     arn_fn = _create_function(clients, "fn-mapped")
     calls: list[bytes] = []
-    dispatcher.register("fn-mapped", lambda body: calls.append(body) or InvocationResult(b"{}"))
+    dispatcher.register(
+        "fn-mapped", lambda _function, body: calls.append(body) or InvocationResult(b"{}")
+    )
     url, arn, _ = _fifo_queue(clients, "mapped")
     clients.lambda_.create_event_source_mapping(
         EventSourceArn=arn, FunctionName=arn_fn, BatchSize=10

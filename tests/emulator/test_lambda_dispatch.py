@@ -17,11 +17,12 @@ from moto.awslambda_simple.models import LambdaSimpleBackend
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.lambda_dispatch import (
     UNAVAILABLE_ERROR,
+    DeployedFunction,
     InvocationResult,
     LambdaDispatcher,
     function_key,
 )
-from provisioner.emulator.lambda_runtime import handler_invoker, invoke_handler
+from provisioner.emulator.lambda_runtime import LocalFunction, handler_invoker, invoke_handler
 from tests.emulator import standin_handlers
 
 STANDIN = "tests.emulator.standin_handlers"
@@ -101,7 +102,7 @@ def test_registered_invoker_receives_the_payload(
     arn = _create_function(clients, "fn-echo")
     received: list[bytes] = []
 
-    def invoker(payload: bytes) -> InvocationResult:
+    def invoker(_function: DeployedFunction, payload: bytes) -> InvocationResult:
         received.append(payload)
         return InvocationResult.success({"seen": json.loads(payload)})
 
@@ -145,7 +146,9 @@ def test_unknown_function_is_not_found(clients: AwsClients, dispatcher: LambdaDi
 def test_uninstall_restores_moto(clients: AwsClients) -> None:
     _create_function(clients, "fn-plain")
     with LambdaDispatcher() as dispatcher:
-        dispatcher.register("fn-plain", lambda _payload: InvocationResult.success("ours"))
+        dispatcher.register(
+            "fn-plain", lambda _function, _payload: InvocationResult.success("ours")
+        )
         assert _invoke(clients, "fn-plain", {}) == (None, "ours")
     # moto's canned response (it echoes the payload) is back.
     assert _invoke(clients, "fn-plain", {"x": 1}) == (None, {"x": 1})
@@ -301,7 +304,8 @@ def test_a_run_longer_than_the_timeout_is_a_timeout() -> None:
 
 
 def test_invalid_json_payload_is_an_unmarshal_error() -> None:
-    assert _standin("echo")(b"{not json").error_type == "Runtime.UnmarshalError"
+    echo = LocalFunction("fn", f"{STANDIN}.echo", {}, memory_mb=128, timeout_s=5)
+    assert echo(b"{not json").error_type == "Runtime.UnmarshalError"
 
 
 # --- Step Functions through the dispatcher --------------------------------------------------

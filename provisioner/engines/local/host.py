@@ -1,27 +1,33 @@
-"""The local engine's service-side half: the emulator server, the Lambda dispatcher, and the
-running environments (their handlers, ingest pollers and status APIs)."""
+"""The local engine's service-side half: the emulator server, the Lambda dispatcher, the
+runtime workers every environment shares, and the running environments (their ingest pollers
+and status APIs)."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
 
 import boto3
 import moto
 import structlog
+from botocore.config import Config
 
 from provisioner.config import Settings
 from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.alarm_evaluation import evaluate_alarms
 from provisioner.emulator.apply import AwsClients
+from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
 from provisioner.emulator.lambda_dispatch import (
     FunctionStats,
     InvocationResult,
     LambdaDispatcher,
 )
-from provisioner.emulator.runtime import LOCAL_CREDENTIALS, EnvironmentRuntime
+from provisioner.emulator.runtime import EnvironmentRuntime
+from provisioner.emulator.runtime_workers import LOCAL_CREDENTIALS, RuntimeWorkers
 from provisioner.emulator.server import EmulatorServer
 from provisioner.engines.aws import DataPlaneAccess
 from provisioner.engines.base import (
@@ -37,7 +43,13 @@ from stacks import spec
 from stacks.config import PipelineConfig
 from stacks.spec import FunctionName
 
+if TYPE_CHECKING:
+    from mypy_boto3_sqs import SQSClient
+
 log = structlog.get_logger(__name__)
+
+# Every environment's poller long-polls through one client per region: a connection each.
+_POLLER_CONNECTIONS: Final = 256
 
 
 class LocalHost:
@@ -53,6 +65,8 @@ class LocalHost:
         self._runtimes: dict[str, EnvironmentRuntime] = {}
         self._data_planes: dict[str, DataPlaneAccess] = {}
         self._alarm_clients: dict[str, AwsClients] = {}
+        self._poller_clients: dict[str, SQSClient] = {}
+        self._workers: RuntimeWorkers | None = None
         self._lock = threading.Lock()
 
     @property
@@ -64,7 +78,18 @@ class LocalHost:
         # moto's backends are process-wide: start from nothing, as a fresh process would.
         self._server.reset()
         self._dispatcher.install()
-        log.info("local.emulator_ready", endpoint=self.endpoint_url)
+        self._workers = RuntimeWorkers(
+            self._settings.local_runtime_workers or os.cpu_count() or 1,
+            self.endpoint_url,
+            CodeCache(self._settings.data_dir / CODE_DIR),
+        )
+        log.info("local.emulator_ready", endpoint=self.endpoint_url, workers=self._workers.size)
+
+    @property
+    def workers(self) -> RuntimeWorkers:
+        if self._workers is None:
+            raise RuntimeError("the local host is not started")
+        return self._workers
 
     def stop(self) -> None:
         with self._lock:
@@ -72,6 +97,8 @@ class LocalHost:
             self._runtimes.clear()
         for runtime in runtimes:
             runtime.stop()
+        if self._workers is not None:
+            self._workers.stop()
         self._dispatcher.uninstall()
         self._server.stop()
 
@@ -89,13 +116,14 @@ class LocalHost:
     ) -> None:
         if not succeeded or request.kind not in (OperationKind.CREATE, OperationKind.UPDATE):
             return
-        # An update may change what the handlers read (e.g. the bad-row threshold): restart.
+        # Invocations read the function as deployed, so an update needs no restart for its
+        # code or settings; the poller restarts in case the queue was replaced.
         self._stop_runtime(request.config.stack_name)
         runtime = EnvironmentRuntime(
             request.config,
-            self.endpoint_url,
             self._dispatcher,
-            self._settings.local_workers_per_environment,
+            self.workers.invoke,
+            self._poller_client(request.config.region),
         )
         runtime.start()
         with self._lock:
@@ -107,6 +135,24 @@ class LocalHost:
     def invocation_stats(self) -> dict[str, FunctionStats]:
         """Per-function invocation figures since the service started (bench/dataplane.py)."""
         return self._dispatcher.stats()
+
+    def _poller_client(self, region: str) -> SQSClient:
+        with self._lock:
+            client = self._poller_clients.get(region)
+            if client is None:
+                client = boto3.session.Session().client(
+                    "sqs",
+                    endpoint_url=self.endpoint_url,
+                    region_name=region,
+                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    config=Config(
+                        max_pool_connections=_POLLER_CONNECTIONS,
+                        retries={"max_attempts": 3, "mode": "standard"},
+                    ),
+                )
+                self._poller_clients[region] = client
+            return client
 
     def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
         # One per region, kept: its clients are reused by every request.

@@ -16,7 +16,11 @@ from handlers.core import runtime
 from handlers.core.status_model import CANARY_PREFIX
 from provisioner.emulator.apply import AwsClients, apply_pipeline
 from provisioner.emulator.event_source import IngestPoller, lambda_invoker
-from provisioner.emulator.lambda_dispatch import InvocationResult, LambdaDispatcher
+from provisioner.emulator.lambda_dispatch import (
+    DeployedFunction,
+    InvocationResult,
+    LambdaDispatcher,
+)
 from provisioner.emulator.lambda_runtime import pipeline_invokers
 from provisioner.emulator.server import EMULATOR_CONFIG
 from provisioner.engines.aws import DataPlaneAccess
@@ -102,7 +106,7 @@ def test_a_canary_completes_and_is_marked_but_not_listed(environment: Environmen
 def test_a_pipeline_that_fails_the_canary_names_the_stage_and_error(
     environment: Environment,
 ) -> None:
-    def broken(payload: bytes) -> InvocationResult:
+    def broken(_function: DeployedFunction, payload: bytes) -> InvocationResult:
         return InvocationResult.failure("ObjectNotFoundError", "the processor lost the object")
 
     environment.dispatcher.register(environment.outputs["processorFunctionName"], broken)
@@ -130,7 +134,7 @@ def test_a_canary_that_never_arrives_times_out_with_its_last_status(
 def test_a_canary_stuck_in_a_stage_times_out_naming_it(environment: Environment) -> None:
     release = threading.Event()
 
-    def slow(payload: bytes) -> InvocationResult:
+    def slow(_function: DeployedFunction, payload: bytes) -> InvocationResult:
         release.wait(30)
         return InvocationResult.failure("ObjectNotFoundError", "too late")
 
