@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     fleet_sample_retention_hours: int = Field(default=168, ge=1, le=8760)
     log_json: bool = False
 
+    # --- rollouts (docs/architecture.md §7) ---
+    # How often each replica's rollout scheduler advances the active rollouts (it is also
+    # woken by requests and finished verifications).
+    rollout_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # Data-plane verifications one replica runs at once.
+    rollout_max_verifications: int = Field(default=8, ge=1, le=256)
+
     # --- pulumi engine ---
     pulumi_backend_url: str | None = Field(
         default=None, description="file://… (default: under data_dir) or s3://bucket/prefix"

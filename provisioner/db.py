@@ -155,6 +155,7 @@ def _import_models() -> None:
         "templates",
         "webhooks",
         "monitoring",
+        "rollouts",
         "fleet",
     ):
         importlib.import_module(f"provisioner.{domain}.models")

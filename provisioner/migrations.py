@@ -60,6 +60,8 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     AddedColumn("operations", "preview", "JSON"),
     AddedColumn("operations", "preview_fingerprint", "VARCHAR(64)"),
     AddedColumn("operations", "awaiting_since", "TIMESTAMP WITH TIME ZONE"),
+    # Rollouts (docs/architecture.md §7): operations written before them belong to none.
+    AddedColumn("operations", "rollout_id", "VARCHAR(36)"),
 )
 
 # The one-active-operation index (operations.models) now also covers AWAITING_APPROVAL: an index
