@@ -54,6 +54,10 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     AddedColumn("environments", "drift_checked_at", "TIMESTAMP WITH TIME ZONE"),
     AddedColumn("environments", "drift_changes", "JSON NOT NULL DEFAULT '[]'"),
     AddedColumn("environments", "drift_operation_id", "VARCHAR(36)"),
+    AddedColumn("environments", "drift_check_minutes", "INTEGER"),
+    AddedColumn("environments", "drift_remediate", "BOOLEAN NOT NULL DEFAULT false"),
+    AddedColumn("environments", "drift_due_at", "TIMESTAMP WITH TIME ZONE"),
+    AddedColumn("environments", "drift_remediated_for", "VARCHAR(36)"),
     # Approvals: operations written before them needed none.
     AddedColumn("operations", "approval_required", "BOOLEAN NOT NULL DEFAULT false"),
     AddedColumn("operations", "approved_by", "VARCHAR(64)"),

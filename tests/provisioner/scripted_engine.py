@@ -86,7 +86,8 @@ class ScriptedEngine:
         if request.kind == OperationKind.PREVIEW:
             return OperationResult(changes={"same": resources})
         drift_file = Path(script["script-drift-file"]) if "script-drift-file" in script else None
-        if request.kind == OperationKind.REFRESH and drift_file is not None:
+        checks_drift = request.kind in (OperationKind.REFRESH, OperationKind.DRIFT_CHECK)
+        if checks_drift and drift_file is not None:
             found = json.loads(drift_file.read_text()) if drift_file.exists() else []
             return OperationResult(
                 changes={"update": len(found)},
