@@ -31,6 +31,7 @@ from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
 from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
+from provisioner.monitoring.service import HealthSampler
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
@@ -104,8 +105,15 @@ def create_app(
         )
         await runner.start()
         engine_name = load_engine(reference).name
+        sampler = HealthSampler(settings, database, host, engine_name, clock)
         scheduler = Scheduler(
-            settings, database, engine_name, runner.wake, clock, code_version=service_version
+            settings,
+            database,
+            engine_name,
+            runner.wake,
+            clock,
+            code_version=service_version,
+            health=sampler,
         )
         await scheduler.start()
         verifier = rollout_verifier or data_plane_verifier(host)

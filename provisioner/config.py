@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     drift_check_minutes: int = Field(default=0, ge=0, le=525_600)
     # How often each replica's scheduler looks for due work.
     schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # How often each replica samples the data-plane health of READY environments (§8).
+    health_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # `files.failed` events per environment and sample; more failures follow in later samples.
+    health_max_failed_events: int = Field(default=100, ge=1, le=10_000)
     # The fleet's counts are sampled once per this period (for its charts over time), and
     # samples older than the retention are pruned.
     fleet_sample_interval_s: float = Field(default=60.0, ge=1, le=86_400)

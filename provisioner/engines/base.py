@@ -175,6 +175,11 @@ class EngineHost(Protocol):
         """How the service reaches an environment's AWS resources (file status, DLQs)."""
         ...
 
+    def evaluate_alarms(self, config: PipelineConfig) -> None:
+        """Bring the environment's alarm states up to date where nothing else does: the local
+        engine evaluates them in its emulator; on AWS CloudWatch does, and this does nothing."""
+        ...
+
     def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
         """Answer a request to the environment's status API, where the service serves it.
 

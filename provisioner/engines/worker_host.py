@@ -56,6 +56,9 @@ class WorkerOnlyHost:
     def environment_extras(self) -> dict[str, str]:
         return {}
 
+    def evaluate_alarms(self, config: PipelineConfig) -> None:
+        return None  # CloudWatch evaluates the alarms of an environment on AWS
+
     def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
         raise NotFoundError("the local status API exists only with the local engine")
 

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import boto3
@@ -18,6 +19,7 @@ from botocore.config import Config
 
 from provisioner.config import Settings
 from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator.alarm_evaluation import evaluate_alarms
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
 from provisioner.emulator.lambda_dispatch import (
@@ -70,6 +72,7 @@ class LocalHost:
         self._dispatcher = LambdaDispatcher()
         self._runtimes: dict[str, EnvironmentRuntime] = {}
         self._data_planes: dict[str, DataPlaneAccess] = {}
+        self._alarm_clients: dict[str, AwsClients] = {}
         self._poller_clients: dict[str, SQSClient] = {}
         self._workers: RuntimeWorkers | None = None
         self._lock = threading.Lock()
@@ -227,6 +230,20 @@ class LocalHost:
                 )
                 self._data_planes[region] = access
             return access
+
+    def evaluate_alarms(self, config: PipelineConfig) -> None:
+        """Play CloudWatch: moto never evaluates alarms (`emulator.alarm_evaluation`)."""
+        with self._lock:
+            clients = self._alarm_clients.get(config.region)
+            if clients is None:
+                clients = AwsClients.for_endpoint(
+                    self.endpoint_url,
+                    region=config.region,
+                    access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                )
+                self._alarm_clients[config.region] = clients
+        evaluate_alarms(clients, config, MOTO_ACCOUNT_ID, datetime.now(UTC))
 
     def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
         """Play API Gateway for the environment's status API (see `status_api`)."""
