@@ -12,6 +12,7 @@ from provisioner.environments.listing import EnvironmentPages
 from provisioner.metrics import Metrics
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
+from provisioner.rollouts.scheduler import RolloutScheduler
 from provisioner.schedules.scheduler import Scheduler
 
 
@@ -25,6 +26,7 @@ class AppState:
     metrics: Metrics
     notifier: OperationNotifier
     scheduler: Scheduler
+    rollouts: RolloutScheduler
     # The service's code version (provisioner.versions), or the one a test gave create_app.
     code_version: str
     recent_keys: RecentKeys = field(default_factory=RecentKeys)
