@@ -49,7 +49,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 
 def start_rollout(service: Service, body: dict[str, Any]) -> str:
     response = service.client.post("/rollouts", json=body)
-    assert response.status_code == 201, response.text
+    assert response.status_code == 202, response.text
     rollout_id: str = response.json()["id"]
     return rollout_id
 
