@@ -61,6 +61,10 @@ class EnvironmentRuntime:
         self._poller.start()
         log.info("runtime.started", environment=self.config.stack_name)
 
+    def pause_intake(self) -> None:
+        """Take no more messages from the ingest queue (what is running goes on)."""
+        self._poller.stop()
+
     def stop(self) -> None:
         self._poller.stop()
         for name in self._functions:
