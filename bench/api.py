@@ -111,7 +111,7 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # a loaded machine starts a process slowly
     while True:
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code in (200, 404):
