@@ -91,6 +91,8 @@ class LocalHost:
         with self._lock:
             runtimes = list(self._runtimes.values())
             self._runtimes.clear()
+        for runtime in runtimes:  # every poller's long poll ends at once, not one by one
+            runtime.request_stop()
         for runtime in runtimes:
             runtime.stop()
         if self._workers is not None:
