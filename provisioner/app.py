@@ -34,6 +34,9 @@ from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
+from provisioner.rollouts import endpoints as rollout_endpoints
+from provisioner.rollouts.scheduler import RolloutScheduler
+from provisioner.rollouts.verify import Verifier, data_plane_verifier
 from provisioner.schedules.scheduler import Clock, Scheduler
 from provisioner.state import AppState
 from provisioner.templates import endpoints as template_endpoints
@@ -55,10 +58,12 @@ def create_app(
     host_factory: HostFactory | None = None,
     clock: Clock | None = None,
     code_version: str | None = None,
+    rollout_verifier: Verifier | None = None,
 ) -> FastAPI:
     """Build the app. `engine_reference`/`host_factory` let tests run their own engine,
     `clock` tells the scheduler the time, and `code_version` stands in for the digest of this
-    tree (provisioner.versions)."""
+    tree (provisioner.versions), and `rollout_verifier` stands in for
+    verified rollouts' data-plane smoke test."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     redactor.register(settings.secret_values())
@@ -103,6 +108,11 @@ def create_app(
             settings, database, engine_name, runner.wake, clock, code_version=service_version
         )
         await scheduler.start()
+        verifier = rollout_verifier or data_plane_verifier(host)
+        rollouts = RolloutScheduler(
+            settings, database, engine_name, runner.wake, notifier, verifier
+        )
+        await rollouts.start()
         await dispatcher.start()
         recorder = asyncio.create_task(
             keep_record(settings.data_dir, settings.heartbeat_interval_s), name="child-record"
@@ -116,6 +126,7 @@ def create_app(
             metrics=metrics,
             notifier=notifier,
             scheduler=scheduler,
+            rollouts=rollouts,
             code_version=service_version,
         )
         log.info(
@@ -128,6 +139,7 @@ def create_app(
             yield
         finally:
             await scheduler.stop()
+            await rollouts.stop()
             await runner.stop()
             await dispatcher.stop()
             await asyncio.to_thread(host.stop)
@@ -167,6 +179,7 @@ def create_app(
         fleet_endpoints.router,
         template_endpoints.admin_router,
         template_endpoints.router,
+        rollout_endpoints.router,
         webhook_endpoints.router,
         local_api.router,
     ):

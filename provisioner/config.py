@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     expiry_warnings_minutes: Annotated[tuple[int, ...], NoDecode] = (1440, 60)
     # An operation awaiting approval longer than this is cancelled.
     approval_ttl_minutes: int = Field(default=1440, ge=1, le=525_600)
+    # Minutes between drift checks of environments that set no interval of their own; 0: none.
+    drift_check_minutes: int = Field(default=0, ge=0, le=525_600)
     # How often each replica's scheduler looks for due work.
     schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
     # The fleet's counts are sampled once per this period (for its charts over time), and
@@ -55,6 +57,13 @@ class Settings(BaseSettings):
     fleet_sample_interval_s: float = Field(default=60.0, ge=1, le=86_400)
     fleet_sample_retention_hours: int = Field(default=168, ge=1, le=8760)
     log_json: bool = False
+
+    # --- rollouts (docs/architecture.md §7) ---
+    # How often each replica's rollout scheduler advances the active rollouts (it is also
+    # woken by requests and finished verifications).
+    rollout_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # Data-plane verifications one replica runs at once.
+    rollout_max_verifications: int = Field(default=8, ge=1, le=256)
 
     # --- pulumi engine ---
     pulumi_backend_url: str | None = Field(

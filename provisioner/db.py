@@ -154,6 +154,7 @@ def _import_models() -> None:
         "tenants",
         "templates",
         "webhooks",
+        "rollouts",
         "fleet",
     ):
         importlib.import_module(f"provisioner.{domain}.models")

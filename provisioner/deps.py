@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import Depends, Header, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from provisioner.auth.repository import ApiKeyRepository
-from provisioner.auth.service import ApiKeys, Principal
+from provisioner.auth.service import ApiKeys, Principal, hash_key
 from provisioner.db import Database
 from provisioner.environments.service import EnvironmentService
 from provisioner.errors import AuthenticationError, PermissionDeniedError
 from provisioner.operations.runner import OperationRunner
 from provisioner.state import AppState
 
+# Cheap dependencies are coroutines: a plain function would cost a trip to the threadpool
+# on every request.
 
-def _app_state(request: Request) -> AppState:
+
+async def _app_state(request: Request) -> AppState:
     services: AppState = request.app.state.services
     return services
 
@@ -26,11 +31,11 @@ def _app_state(request: Request) -> AppState:
 AppStateDep = Annotated[AppState, Depends(_app_state)]
 
 
-def _database(services: AppStateDep) -> Database:
+async def _database(services: AppStateDep) -> Database:
     return services.database
 
 
-def _runner(services: AppStateDep) -> OperationRunner:
+async def _runner(services: AppStateDep) -> OperationRunner:
     return services.runner
 
 
@@ -54,28 +59,37 @@ SessionDep = Annotated[Session, Depends(_session, scope="function")]
 _bearer = HTTPBearer(auto_error=False, description="An API key: `Authorization: Bearer <key>`")
 
 
-def _principal(
+async def _principal(
     request: Request,
-    database: DatabaseDep,
+    services: AppStateDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)] = None,
 ) -> Principal:
     if credentials is None or not credentials.credentials.strip():
         raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <API key>'")
+    presented = credentials.credentials.strip()
+    key_hash = hash_key(presented)
+    principal = services.recent_keys.get(key_hash)
+    if principal is None:
+        checked_at = time.monotonic()
+        principal = await run_in_threadpool(_authenticate, services.database, presented)
+        services.recent_keys.remember(key_hash, principal, checked_at)
+    request.state.principal = principal
+    return principal
+
+
+def _authenticate(database: Database, presented: str) -> Principal:
     with database.session(readonly=True) as session:
-        principal, stale = ApiKeys(ApiKeyRepository(session)).authenticate(
-            credentials.credentials.strip()
-        )
+        principal, stale = ApiKeys(ApiKeyRepository(session)).authenticate(presented)
     if stale:
         with database.session() as session:
             ApiKeyRepository(session).touch(principal.key_id)
-    request.state.principal = principal
     return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
-def _admin(principal: PrincipalDep) -> Principal:
+async def _admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise PermissionDeniedError("this route needs an admin API key")
     return principal
@@ -84,7 +98,7 @@ def _admin(principal: PrincipalDep) -> Principal:
 AdminDep = Annotated[Principal, Depends(_admin)]
 
 
-def _environment_service(session: SessionDep, services: AppStateDep) -> EnvironmentService:
+async def _environment_service(session: SessionDep, services: AppStateDep) -> EnvironmentService:
     return EnvironmentService(session, services.settings, services.engine_name)
 
 

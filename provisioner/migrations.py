@@ -54,12 +54,18 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     AddedColumn("environments", "drift_checked_at", "TIMESTAMP WITH TIME ZONE"),
     AddedColumn("environments", "drift_changes", "JSON NOT NULL DEFAULT '[]'"),
     AddedColumn("environments", "drift_operation_id", "VARCHAR(36)"),
+    AddedColumn("environments", "drift_check_minutes", "INTEGER"),
+    AddedColumn("environments", "drift_remediate", "BOOLEAN NOT NULL DEFAULT false"),
+    AddedColumn("environments", "drift_due_at", "TIMESTAMP WITH TIME ZONE"),
+    AddedColumn("environments", "drift_remediated_for", "VARCHAR(36)"),
     # Approvals: operations written before them needed none.
     AddedColumn("operations", "approval_required", "BOOLEAN NOT NULL DEFAULT false"),
     AddedColumn("operations", "approved_by", "VARCHAR(64)"),
     AddedColumn("operations", "preview", "JSON"),
     AddedColumn("operations", "preview_fingerprint", "VARCHAR(64)"),
     AddedColumn("operations", "awaiting_since", "TIMESTAMP WITH TIME ZONE"),
+    # Rollouts (docs/architecture.md §7): operations written before them belong to none.
+    AddedColumn("operations", "rollout_id", "VARCHAR(36)"),
 )
 
 # The one-active-operation index (operations.models) now also covers AWAITING_APPROVAL: an index

@@ -8,7 +8,7 @@ from provisioner.audit.middleware import audit_target
 from provisioner.auth.repository import ApiKeyRepository
 from provisioner.auth.schemas import ApiKeyCreate, ApiKeyCreated, ApiKeyPublic, api_key_public
 from provisioner.auth.service import ApiKeys
-from provisioner.deps import AdminDep, Limit, Offset, SessionDep
+from provisioner.deps import AdminDep, AppStateDep, Limit, Offset, SessionDep
 from provisioner.errors import error_responses
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -49,9 +49,15 @@ def list_api_keys(
     summary="Revoke an API key (not the last active admin key: 409)",
 )
 def revoke_api_key(
-    key_id: str, request: Request, _principal: AdminDep, session: SessionDep
+    key_id: str,
+    request: Request,
+    _principal: AdminDep,
+    session: SessionDep,
+    services: AppStateDep,
 ) -> ApiKeyPublic:
     audit_target(request, None, key_id)
     row = ApiKeys(ApiKeyRepository(session)).revoke(key_id)
     session.commit()
+    # Refused by this replica from the next request on; by others within RecentKeys.ttl_s.
+    services.recent_keys.forget_all()
     return api_key_public(row)

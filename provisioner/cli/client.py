@@ -1,5 +1,5 @@
 """The CLI's side of the HTTP API: its settings, an injectable HTTP client, one-line errors, and
-following an operation's event stream across dropped connections.
+following an operation's or a rollout's event stream across dropped connections.
 
 The HTTP client is anything shaped like `httpx.Client` (`HttpClient`), made by a factory the
 Typer context can carry, so tests run the CLI against the app's own `TestClient`.
@@ -23,6 +23,10 @@ DEFAULT_URL: Final = "http://127.0.0.1:8000"
 # The service pings streams every 15 s, so a read that waits a minute means the link is dead.
 _TIMEOUT: Final = httpx.Timeout(30.0, read=60.0)
 FINAL_OPERATION_STATES: Final = frozenset({"SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED"})
+FINAL_ROLLOUT_STATES: Final = frozenset({"SUCCEEDED", "HALTED", "CANCELLED"})
+FINAL_ROLLOUT_EVENTS: Final = frozenset(
+    f"rollout.{state.lower()}" for state in FINAL_ROLLOUT_STATES
+)
 
 
 class CliSettings(BaseSettings):
@@ -186,56 +190,85 @@ class ApiClient:
     def get(self, path: str, **params: Any) -> Any:
         return self.call("GET", path, params=params)
 
-    def events(self, operation_id: str, last_event_id: str | None) -> Iterator[ServerSentEvent]:
-        """The operation's events after `last_event_id`, until the stream ends."""
+    def events(self, path: str, last_event_id: str | None) -> Iterator[ServerSentEvent]:
+        """The events of the stream at `path` after `last_event_id`, until the stream ends."""
         headers = self._headers({"Accept": "text/event-stream"})
         if last_event_id:
             headers["Last-Event-ID"] = last_event_id
-        with self.http.stream(
-            "GET", f"/operations/{segment(operation_id)}/events", headers=headers
-        ) as response:
+        with self.http.stream("GET", path, headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 raise ApiError.from_response(response)
             yield from parse_events(response.iter_lines())
 
 
-def follow_operation(
+def follow_events(
     api: ApiClient,
-    operation_id: str,
+    resource_path: str,
     on_event: Callable[[ServerSentEvent], None],
     *,
+    final_event: Callable[[ServerSentEvent], bool],
+    final_states: frozenset[str],
+    lost: str,
     max_reconnects: int = 5,
     backoff_s: float = 0.5,
 ) -> dict[str, Any]:
-    """Stream the operation's events to `on_event` until it ends; returns the final operation.
+    """Stream the events of the resource at `resource_path` (an operation, a rollout) to
+    `on_event` until it ends; returns the resource as it ended.
 
-    The service ends a stream only once the operation has ended and every event was sent. A
+    The service ends a stream only once the resource has ended and every event was sent. A
     dropped connection is resumed with Last-Event-ID (the service replays what was missed),
-    backing off between attempts; `max_reconnects` drops in a row give up.
+    backing off between attempts; `max_reconnects` drops in a row give up with `lost`.
     """
     last_event_id: str | None = None
     failures = 0
     while True:
         finished = dropped = False
         try:
-            for event in api.events(operation_id, last_event_id):
+            for event in api.events(f"{resource_path}/events", last_event_id):
                 last_event_id = event.id or last_event_id
                 failures = 0
                 on_event(event)
-                finished = finished or event.event == "operation.finished"
+                finished = finished or final_event(event)
         except httpx.TransportError:
             dropped = True
         if finished or not dropped:
             # A stream also ends without a final event when an operation is cancelled before
-            # it started, or when the service shuts down: the operation's state tells which.
-            operation: dict[str, Any] = api.get(f"/operations/{segment(operation_id)}")
-            if finished or operation["state"] in FINAL_OPERATION_STATES:
-                return operation
+            # it started, or when the service shuts down: the resource's state tells which.
+            resource: dict[str, Any] = api.get(resource_path)
+            if finished or resource["state"] in final_states:
+                return resource
         failures += 1
         if failures > max_reconnects:
-            raise CliError(
-                f"lost the event stream of operation {operation_id}; "
-                f"follow it again with: provisioner op watch {operation_id}"
-            )
+            raise CliError(lost)
         time.sleep(min(backoff_s * 2 ** (failures - 1), 10.0))
+
+
+def follow_operation(
+    api: ApiClient, operation_id: str, on_event: Callable[[ServerSentEvent], None]
+) -> dict[str, Any]:
+    """Follow an operation's events until it ends; returns the final operation."""
+    return follow_events(
+        api,
+        f"/operations/{segment(operation_id)}",
+        on_event,
+        final_event=lambda event: event.event == "operation.finished",
+        final_states=FINAL_OPERATION_STATES,
+        lost=f"lost the event stream of operation {operation_id}; "
+        f"follow it again with: provisioner op watch {operation_id}",
+    )
+
+
+def follow_rollout(
+    api: ApiClient, rollout_id: str, on_event: Callable[[ServerSentEvent], None]
+) -> dict[str, Any]:
+    """Follow a rollout's events until it ends; returns the final rollout."""
+    return follow_events(
+        api,
+        f"/rollouts/{segment(rollout_id)}",
+        on_event,
+        final_event=lambda event: event.event in FINAL_ROLLOUT_EVENTS,
+        final_states=FINAL_ROLLOUT_STATES,
+        lost=f"lost the event stream of rollout {rollout_id}; "
+        f"follow it again with: provisioner rollout watch {rollout_id}",
+    )

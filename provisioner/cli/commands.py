@@ -1,9 +1,10 @@
-"""The `provisioner` commands: env, op, files, dlq, keys and template, over the service's HTTP API.
+"""The `provisioner` commands: env, op, files, dlq, keys, template and rollout, over the
+service's HTTP API.
 
 Results go to stdout (tables, or JSON with `--json` for scripts); progress and errors go to
-stderr. Every failure ends with exit status 1 (3: a watched operation did not succeed; 2: bad
-usage) and one line, `error: <code>: <detail>`, never a traceback. The API key is never
-printed.
+stderr. Every failure ends with exit status 1 (3: a watched operation or rollout did not
+succeed; 2: bad usage) and one line, `error: <code>: <detail>`, never a traceback. The API key
+is never printed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import typer
 from rich.console import Console, RenderableType
 from rich.text import Text
 
-from provisioner.cli import render, templates
+from provisioner.cli import render, rollouts, templates
 from provisioner.cli.client import (
     ApiClient,
     CliError,
@@ -48,12 +49,14 @@ files_app = typer.Typer(help="An environment's files and their status.", no_args
 dlq_app = typer.Typer(help="An environment's dead-letter queues.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (admin key needed).", no_args_is_help=True)
 template_app = typer.Typer(help="Pipeline-config templates.", no_args_is_help=True)
+rollout_app = typer.Typer(help="Fleet rollouts in waves.", no_args_is_help=True)
 app.add_typer(env_app, name="env")
 app.add_typer(op_app, name="op")
 app.add_typer(files_app, name="files")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(keys_app, name="keys")
 app.add_typer(template_app, name="template")
+app.add_typer(rollout_app, name="rollout")
 
 
 @dataclass
@@ -565,3 +568,4 @@ def keys_revoke(
 
 
 templates.register(template_app, handled, _state, ConfigItems, _config, Json)
+rollouts.register(rollout_app, handled, _state, _pairs, Json)

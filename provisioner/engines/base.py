@@ -29,6 +29,9 @@ class OperationKind(StrEnum):
     DESTROY = "destroy"
     REFRESH = "refresh"
     PREVIEW = "preview"
+    # A scheduled drift check (docs/architecture.md §8): like refresh, but it writes nothing,
+    # not even the engine's own record of the stack (pulumi: a preview of the refresh).
+    DRIFT_CHECK = "drift-check"
 
 
 class EventType(StrEnum):

@@ -76,6 +76,10 @@ def record_drift(
 
 
 def forget_drift(environment: EnvironmentRow) -> None:
-    """The environment's resources were just (re)applied: the last verdict no longer holds."""
+    """The environment's resources were just (re)applied: the last verdict no longer holds.
+
+    With scheduled checks on, the next one is due now: it finds whether the apply restored
+    everything (a remediation) or what it left."""
     environment.drift_status = DriftStatus.UNKNOWN
     environment.drift_changes = []
+    environment.drift_due_at = utcnow()

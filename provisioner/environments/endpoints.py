@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from provisioner.audit.middleware import audit_target
 from provisioner.auth.service import Principal
@@ -20,7 +21,9 @@ from provisioner.deps import (
     RunnerDep,
 )
 from provisioner.engines.base import OperationKind
+from provisioner.environments.listing import page_json
 from provisioner.environments.models import EnvironmentState
+from provisioner.environments.repository import EnvironmentRepository
 from provisioner.environments.schemas import (
     EnvironmentCreate,
     EnvironmentPublic,
@@ -95,9 +98,8 @@ def create_environment(
 
 
 @router.get("", response_model=Page[EnvironmentPublic], responses=error_responses())
-def list_environments(
+async def list_environments(
     principal: PrincipalDep,
-    service: EnvironmentServiceDep,
     services: AppStateDep,
     tenant: Annotated[str | None, Query(description="Only this tenant")] = None,
     state: Annotated[EnvironmentState | None, Query(description="Only this state")] = None,
@@ -113,29 +115,30 @@ def list_environments(
     ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
-) -> Page[EnvironmentPublic]:
+) -> Response:
     if principal.tenant is not None:
         if tenant is not None and tenant != principal.tenant:
-            return Page(items=[], total=0, limit=limit, offset=offset)
+            return Response(page_json([], 0, limit, offset), media_type="application/json")
         tenant = principal.tenant
-    rows, total = service.environments.list(
-        tenant=tenant,
-        state=state,
-        template=template,
-        outdated=outdated,
-        code_version=services.code_version,
-        drifted=drifted,
-        limit=limit,
-        offset=offset,
-    )
-    last = service.operations.by_ids([r.last_operation_id for r in rows if r.last_operation_id])
-    extras = services.host.environment_extras()
-    fleet = _fleet_view(service, services, [row.template_name for row in rows])
-    items = [
-        environment_public(row, last.get(row.last_operation_id or ""), extras, fleet)
-        for row in rows
-    ]
-    return Page(items=items, total=total, limit=limit, offset=offset)
+
+    def render() -> bytes:
+        with services.database.session(readonly=True) as session:
+            return services.environment_pages.render(
+                EnvironmentRepository(session),
+                tenant=tenant,
+                state=state,
+                template=template,
+                outdated=outdated,
+                drifted=drifted,
+                code_version=services.code_version,
+                extras=services.host.environment_extras(),
+                limit=limit,
+                offset=offset,
+            )
+
+    # The page is rendered here (provisioner.environments.listing), already as the response
+    # model would serialise it: one trip to the threadpool for the whole request.
+    return Response(await run_in_threadpool(render), media_type="application/json")
 
 
 def _fleet_view(service: EnvironmentService, services: AppState, templates: list[str]) -> FleetView:

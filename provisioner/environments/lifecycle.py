@@ -88,6 +88,14 @@ LIFECYCLE: Mapping[OperationKind, Transition] = {
         changes_infrastructure=False,
         checks_drift=True,
     ),
+    OperationKind.DRIFT_CHECK: Transition(
+        _SETTLED,
+        during=None,
+        succeeded=None,
+        outputs=Outputs.KEEP,
+        changes_infrastructure=False,
+        checks_drift=True,
+    ),
     OperationKind.PREVIEW: Transition(
         _SETTLED, during=None, succeeded=None, outputs=Outputs.KEEP, changes_infrastructure=False
     ),

@@ -71,5 +71,15 @@ class EnvironmentRow(Base):
         JSON, default=list, server_default=text("'[]'")
     )
     drift_operation_id: Mapped[str | None] = mapped_column(String(36), nullable=True)
+    # Scheduled checks: minutes between them (None: the service's default; 0: never), whether
+    # found drift is remediated, when the next check is due (moved on by compare-and-set when a
+    # check is queued: replicas never queue two for one due time), and the check whose drift a
+    # remediation was queued for (set once per check, by compare-and-set).
+    drift_check_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    drift_remediate: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    drift_due_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    drift_remediated_for: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

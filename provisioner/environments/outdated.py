@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from sqlalchemy import ColumnElement, Select, and_, func, not_, or_
+from sqlalchemy import BindParameter, ColumnElement, Subquery, and_, func, not_, or_
 
 from provisioner.environments.models import EnvironmentRow, EnvironmentState
-from provisioner.templates.repository import latest_versions_query
 
 
 def outdated_reasons(
@@ -36,13 +35,11 @@ def outdated_reasons(
     return reasons
 
 
-def filter_outdated(
-    query: Select[EnvironmentRow], outdated: bool, service_code_version: str
-) -> Select[EnvironmentRow]:
-    """`query` limited to the outdated environments (or, with `outdated=False`, the current
-    ones): one join on the latest version per template, no query per row."""
-    latest = latest_versions_query().subquery()
-    query = query.outerjoin(latest, latest.c.template_name == EnvironmentRow.template_name)
+def outdated_condition(
+    latest: Subquery, outdated: bool, service_code_version: str | BindParameter[str]
+) -> ColumnElement[bool]:
+    """Whether an environment is outdated (or, with `outdated=False`, current), given `latest`,
+    `latest_versions_query()` joined on the environment's template name."""
     # Every term is NOT NULL (coalesce, explicit IS NULL), so NOT(condition) is its complement.
     template_behind = EnvironmentRow.template_version < func.coalesce(
         latest.c.latest, EnvironmentRow.template_version
@@ -60,4 +57,4 @@ def filter_outdated(
     condition: ColumnElement[bool] = and_(
         EnvironmentRow.state != EnvironmentState.DESTROYED, or_(template_behind, code_behind)
     )
-    return query.where(condition if outdated else not_(condition))
+    return condition if outdated else not_(condition)

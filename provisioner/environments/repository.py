@@ -2,13 +2,95 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    Select,
+    String,
+    Text,
+    bindparam,
+    cast,
+    func,
+    select,
+    type_coerce,
+)
 from sqlalchemy.orm import Session
 
 from provisioner.environments.models import DriftStatus, EnvironmentRow
-from provisioner.environments.outdated import filter_outdated
+from provisioner.environments.outdated import outdated_condition
+from provisioner.operations.models import OperationRow
+from provisioner.templates.repository import latest_versions_query
+
+
+def _as_stored(column: Any) -> ColumnElement[Any]:
+    """A column as the database returns it, before any result processing: JSON as its text,
+    everything else as the driver gives it (hashable either way, and cheap)."""
+    label = f"{column.table.name}_{column.name}"
+    if isinstance(column.type, JSON):
+        return cast(column, Text).label(label)
+    return type_coerce(column, String).label(label)
+
+
+# Everything a listed environment's JSON is made of (docs/architecture.md §5): its row, its
+# last operation's row and its template's latest version. Every column, not only those read
+# today: equal values here mean an equal rendering (provisioner.environments.listing).
+_LATEST = latest_versions_query().subquery()
+_STORED = (
+    *(_as_stored(c) for c in EnvironmentRow.__table__.columns),
+    *(_as_stored(c) for c in OperationRow.__table__.columns),
+    _LATEST.c.latest,
+)
+
+
+@functools.cache
+def _page_statements(
+    by_tenant: bool,
+    by_state: bool,
+    by_template: bool,
+    outdated: bool | None,
+    drifted: bool | None,
+) -> tuple[Select[Any], Select[Any]]:
+    """The count and the page of `stored_page`, built once for each combination of filters
+    (their values are parameters), so that SQLAlchemy compiles each once."""
+    conditions: list[ColumnElement[bool]] = []
+    if by_tenant:
+        conditions.append(EnvironmentRow.tenant == bindparam("tenant"))
+    if by_state:
+        conditions.append(EnvironmentRow.state == bindparam("state"))
+    if by_template:
+        conditions.append(EnvironmentRow.template_name == bindparam("template"))
+    if drifted is not None:
+        is_drifted = EnvironmentRow.drift_status == DriftStatus.DRIFTED
+        conditions.append(is_drifted if drifted else ~is_drifted)
+    matching = select(EnvironmentRow.id).where(*conditions)
+    if outdated is not None:
+        matching = matching.outerjoin(
+            _LATEST, _LATEST.c.template_name == EnvironmentRow.template_name
+        ).where(outdated_condition(_LATEST, outdated, bindparam("code_version")))
+    count = select(func.count()).select_from(matching.subquery())
+    # The page's ids first (an index scan), then the joins for those rows only: joined rows
+    # that OFFSET skips would cost as much as the ones returned.
+    ids = (
+        matching.order_by(EnvironmentRow.tenant, EnvironmentRow.name)
+        .limit(bindparam("limit"))
+        .offset(bindparam("offset"))
+    )
+    page = (
+        _with_last_operation(select(*_STORED).select_from(EnvironmentRow))
+        .where(EnvironmentRow.id.in_(ids.scalar_subquery()))
+        .order_by(EnvironmentRow.tenant, EnvironmentRow.name)
+    )
+    return count, page
+
+
+def _with_last_operation(query: Select[Any]) -> Select[Any]:
+    return query.outerjoin(
+        _LATEST, _LATEST.c.template_name == EnvironmentRow.template_name
+    ).outerjoin(OperationRow, OperationRow.id == EnvironmentRow.last_operation_id)
 
 
 class EnvironmentRepository:
@@ -29,40 +111,52 @@ class EnvironmentRepository:
         self.session.add(row)
         self.session.flush()
 
-    def list(
+    def stored_page(
         self,
         *,
         tenant: str | None,
         state: str | None,
+        template: str | None,
+        outdated: bool | None,
+        drifted: bool | None,
+        code_version: str,
         limit: int,
         offset: int,
-        template: str | None = None,
-        outdated: bool | None = None,
-        code_version: str = "",
-        drifted: bool | None = None,
-    ) -> tuple[Sequence[EnvironmentRow], int]:
-        """A page of environments; `outdated` compares with the service's `code_version`;
+    ) -> tuple[Sequence[tuple[Any, ...]], int]:
+        """A page of environments (by tenant and name) as stored values (`_STORED`: the id
+        first), and the total. `outdated` compares with the service's `code_version`;
         `drifted`: whose last drift check found drift (true) or not (false)."""
-        conditions = []
-        if drifted is not None:
-            is_drifted = EnvironmentRow.drift_status == DriftStatus.DRIFTED
-            conditions.append(is_drifted if drifted else ~is_drifted)
-        if tenant is not None:
-            conditions.append(EnvironmentRow.tenant == tenant)
-        if state is not None:
-            conditions.append(EnvironmentRow.state == state)
-        if template is not None:
-            conditions.append(EnvironmentRow.template_name == template)
-        query = select(EnvironmentRow).where(*conditions)
-        if outdated is not None:
-            query = filter_outdated(query, outdated, code_version)
-        # Counted on the key alone: a count over the full rows would read every JSON column.
-        ids = query.with_only_columns(EnvironmentRow.id).order_by(None).subquery()
-        total = self.session.scalar(select(func.count()).select_from(ids)) or 0
-        rows = self.session.scalars(
-            query.order_by(EnvironmentRow.tenant, EnvironmentRow.name).limit(limit).offset(offset)
-        ).all()
-        return rows, total
+        count, page = _page_statements(
+            tenant is not None, state is not None, template is not None, outdated, drifted
+        )
+        values = {
+            "tenant": tenant,
+            "state": state,
+            "template": template,
+            "code_version": code_version,
+            "limit": limit,
+            "offset": offset,
+        }
+        connection = self.session.connection()
+        total = connection.execute(count, values).scalar() or 0
+        return [tuple(row) for row in connection.execute(page, values).all()], total
+
+    def stored_rows(
+        self, ids: Sequence[str]
+    ) -> Sequence[tuple[tuple[Any, ...], EnvironmentRow, OperationRow | None, int | None]]:
+        """The environments `ids` as stored values (as `stored_page` gives them) and as rows,
+        with their last operation and template's latest version, read by one statement: the
+        values and the rows agree, whatever changes meanwhile."""
+        query = _with_last_operation(
+            select(*_STORED, EnvironmentRow, OperationRow, _LATEST.c.latest).select_from(
+                EnvironmentRow
+            )
+        ).where(EnvironmentRow.id.in_(ids))
+        width = len(_STORED)
+        return [
+            (tuple(row[:width]), row[width], row[width + 1], row[width + 2])
+            for row in self.session.execute(query).all()
+        ]
 
     def count_by_state(self, tenant: str | None = None) -> dict[str, int]:
         query = select(EnvironmentRow.state, func.count()).group_by(EnvironmentRow.state)

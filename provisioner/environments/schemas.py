@@ -32,8 +32,28 @@ def _anchored(pattern: re.Pattern[str]) -> str:
     return f"^(?:{pattern.pattern})$"
 
 
+class DriftCheck(BaseModel):
+    """Scheduled drift checks of one environment (docs/architecture.md §8)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    interval_minutes: int | None = Field(
+        default=None,
+        alias="intervalMinutes",
+        ge=0,
+        le=MAX_TTL_MINUTES,
+        description="Minutes between checks; 0: never; null: the service's default "
+        "(PROVISIONER_DRIFT_CHECK_MINUTES)",
+    )
+    remediate: bool = Field(
+        default=False,
+        description="Drift a check finds queues an update that restores the declared state",
+    )
+
+
 class ExpiryFields(BaseModel):
-    """`expiresAt` or `ttlMinutes` (docs/architecture.md §8): one of them, or neither."""
+    """`expiresAt` or `ttlMinutes` (docs/architecture.md §8): one of them, or neither; and the
+    other fields a PATCH may change without an operation."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -52,6 +72,11 @@ class ExpiryFields(BaseModel):
     protected: bool | None = Field(
         default=None,
         description="Updates and destroys wait for another admin's approval (admin keys only)",
+    )
+    drift_check: DriftCheck | None = Field(
+        default=None,
+        alias="driftCheck",
+        description="Scheduled drift checks (a PATCH changes the fields it gives; null resets)",
     )
 
     @model_validator(mode="after")
@@ -93,7 +118,7 @@ class EnvironmentCreate(ExpiryFields):
 
 
 # What a PATCH may change without an operation: it answers 200 with the environment.
-METADATA_FIELDS = frozenset({"expires_at", "ttl_minutes", "protected"})
+METADATA_FIELDS = frozenset({"expires_at", "ttl_minutes", "protected", "drift_check"})
 
 
 class EnvironmentUpdate(ExpiryFields):
@@ -163,6 +188,7 @@ class EnvironmentPublic(ApiModel):
     )
     expires_at: datetime | None = None
     protected: bool = False
+    drift_check: DriftCheck
     drift: DriftPublic
     created_at: datetime
     updated_at: datetime
@@ -202,6 +228,9 @@ def environment_public(
         aws_endpoint_url=extras.get("awsEndpointUrl") if row.engine == "local" else None,
         expires_at=row.expires_at,
         protected=bool(row.protected),
+        drift_check=DriftCheck(
+            interval_minutes=row.drift_check_minutes, remediate=bool(row.drift_remediate)
+        ),
         drift=DriftPublic(
             status=DriftStatus(row.drift_status or DriftStatus.UNKNOWN),
             checked_at=row.drift_checked_at,

@@ -100,6 +100,9 @@ class OperationOrder:
     state_before: EnvironmentState | None
     fingerprint: str
     idempotency_key: str | None = None
+    # The engine first reads every resource back into its record of the stack (pulumi: a
+    # refresh): a remediation of drift the record does not know yet.
+    refresh_first: bool = False
 
 
 class EnvironmentService:
@@ -210,6 +213,7 @@ class EnvironmentService:
                 updated_at=utcnow(),
             )
             set_expiry(row, body, utcnow())
+            set_drift_check(row, body)
             state_before: EnvironmentState | None = None
             try:
                 with self.session.begin_nested():
@@ -232,6 +236,7 @@ class EnvironmentService:
             row.engine = self.engine
             # A re-created environment expires as this request says, not as the old one did.
             set_expiry(row, body, utcnow())
+            set_drift_check(row, body)
             if body.protected is not None:
                 row.protected = body.protected
         return self.enqueue(
@@ -304,10 +309,11 @@ class EnvironmentService:
     def update_metadata(
         self, principal: Principal, row: EnvironmentRow, body: EnvironmentUpdate
     ) -> None:
-        """What a PATCH changes without an operation: expiry, protection."""
+        """What a PATCH changes without an operation: expiry, protection, drift checks."""
         _require_admin_for_protected(principal, body)
         if body.changes_expiry:
             set_expiry(row, body, utcnow())
+        set_drift_check(row, body)
         if body.protected is not None:
             row.protected = body.protected
         row.updated_at = utcnow()
@@ -373,7 +379,7 @@ class EnvironmentService:
             request=config.model_dump(mode="json"),
             # A stack whose last operation failed or was interrupted may hold pending
             # operations: the engine recovers it first.
-            recover=state_before == EnvironmentState.FAILED,
+            recover=state_before == EnvironmentState.FAILED or order.refresh_first,
             environment_state_before=state_before,
             requested_by=principal.key_id,
             idempotency_scope=principal.key_id if idempotency_key else None,
@@ -448,6 +454,23 @@ def set_expiry(row: EnvironmentRow, body: ExpiryFields, now: datetime) -> None:
     row.expires_at = expires_at
     row.expiry_warnings_sent = []
     row.expired_at = None
+
+
+def set_drift_check(row: EnvironmentRow, body: ExpiryFields) -> None:
+    """`driftCheck` as given: the fields it names (null: the defaults); none given, no change.
+
+    The next check is scheduled afresh by the scheduler's next tick."""
+    if "drift_check" not in body.model_fields_set:
+        return
+    given = body.drift_check
+    if given is None:
+        row.drift_check_minutes, row.drift_remediate = None, False
+    else:
+        if "interval_minutes" in given.model_fields_set:
+            row.drift_check_minutes = given.interval_minutes
+        if "remediate" in given.model_fields_set:
+            row.drift_remediate = given.remediate
+    row.drift_due_at = None
 
 
 def _require_admin_for_protected(principal: Principal, body: ExpiryFields) -> None:

@@ -19,9 +19,13 @@ from provisioner.files.schemas import (
     DeadLetterReport,
     FilePagePublic,
     FileRecord,
+    FileStatsBucket,
+    FileStatsPublic,
+    LatencyPublic,
     RedriveResult,
 )
 from provisioner.files.service import EnvironmentDataPlane
+from provisioner.files.stats import Latency
 from provisioner.state import AppState
 
 router = APIRouter(prefix="/environments/{tenant}/{name}", tags=["files"])
@@ -78,6 +82,52 @@ def list_files(
         offset=offset,
         next_cursor=str(following) if following < page.total else None,
         truncated=page.truncated,
+    )
+
+
+# A day: beyond it the table scan says more about the table than about the last hours.
+MAX_STATS_MINUTES = 24 * 60
+
+
+def _latency(latency: Latency) -> LatencyPublic:
+    return LatencyPublic(**asdict(latency))
+
+
+# Before /files/{file_id}, which would take "stats" for a file id.
+@router.get(
+    "/files/stats",
+    response_model=FileStatsPublic,
+    responses=error_responses(404, 409, 422),
+    summary="Files per minute by final status, and upload→COMPLETED latency percentiles",
+)
+def file_stats(
+    tenant: str,
+    name: str,
+    principal: PrincipalDep,
+    service: EnvironmentServiceDep,
+    services: AppStateDep,
+    minutes: Annotated[int, Query(ge=1, le=MAX_STATS_MINUTES, description="The window")] = 60,
+) -> FileStatsPublic:
+    plane = _data_plane(services, service, principal, tenant, name)
+    stats, truncated = plane.stats(services.scheduler.clock(), minutes)
+    return FileStatsPublic(
+        minutes=minutes,
+        bucket_minutes=stats.bucket_minutes,
+        start=stats.start,
+        end=stats.end,
+        totals=stats.totals,
+        received=stats.received,
+        latency=_latency(stats.latency),
+        buckets=[
+            FileStatsBucket(
+                at=bucket.start,
+                counts=bucket.counts,
+                received=bucket.received,
+                latency=_latency(bucket.latency),
+            )
+            for bucket in stats.buckets
+        ],
+        truncated=truncated,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -78,3 +79,30 @@ class DeadLetterReport(ApiModel):
 
 class RedriveResult(ApiModel):
     moved: int
+
+
+class LatencyPublic(ApiModel):
+    count: int = Field(description="COMPLETED files measured")
+    p50: float | None = Field(description="Seconds from upload (receivedAt) to COMPLETED")
+    p90: float | None
+    p99: float | None
+    max: float | None
+
+
+class FileStatsBucket(ApiModel):
+    at: datetime = Field(description="Start of the bucket")
+    counts: dict[str, int] = Field(description="Files that reached a final status in it")
+    received: int = Field(description="Files received in it")
+    latency: LatencyPublic
+
+
+class FileStatsPublic(ApiModel):
+    minutes: int
+    bucket_minutes: int
+    start: datetime
+    end: datetime
+    totals: dict[str, int] = Field(description="Files by the final status they reached")
+    received: int
+    latency: LatencyPublic = Field(description="Nearest-rank percentiles over the window")
+    buckets: list[FileStatsBucket]
+    truncated: bool = Field(description="The table holds more files than one scan reads")

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
@@ -25,6 +26,7 @@ from handlers.core.status_model import CANARY_ATTRIBUTE, PUBLIC_ITEM_FIELDS, Fil
 from handlers.core.status_store import RetryNotAllowedError, StatusStore
 from provisioner.engines.base import DataPlane
 from provisioner.errors import ConflictError, InvalidRequestError, NotFoundError, UnavailableError
+from provisioner.files.stats import FileStats, file_stats
 from stacks.spec import INGEST_MESSAGE_GROUP
 
 log = structlog.get_logger(__name__)
@@ -104,6 +106,14 @@ class EnvironmentDataPlane:
             matched = [item for item in matched if item.get("status") == status]
         page = [_listing(item) for item in matched[offset : offset + limit]]
         return FilePage(page, dict(counts), len(matched), truncated)
+
+    def stats(self, now: datetime, minutes: int) -> tuple[FileStats, bool]:
+        """Throughput and latency of the last `minutes` (canary files left out, as in the
+        listing), and whether the table held more items than one scan reads."""
+        with _aws_errors():
+            items, truncated = self._store.scan_items(max_items=SCAN_LIMIT)
+        real = (item for item in items if not item.get(CANARY_ATTRIBUTE))
+        return file_stats(real, now, minutes), truncated
 
     def file(self, file_id_: str) -> dict[str, Any]:
         if not is_file_id(file_id_):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 import structlog
@@ -13,7 +11,6 @@ from fastapi import APIRouter, Header, Query, Request
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from provisioner.audit.middleware import audit_target
-from provisioner.auth.repository import ApiKeyRepository
 from provisioner.auth.service import Principal
 from provisioner.deps import (
     AppStateDep,
@@ -32,16 +29,11 @@ from provisioner.operations.runner import OperationRunner
 from provisioner.operations.schemas import OperationPublic, event_public, operation_public
 from provisioner.schemas import Page
 from provisioner.state import AppState
+from provisioner.streams import EVENT_BATCH, follow, parse_event_id
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/operations", tags=["operations"])
-
-_EVENT_BATCH = 500
-# Streams re-check the registry at least this often (events from other replicas).
-_POLL_S = 1.0
-# A stream ends this soon after the key that opened it is revoked (docs/architecture.md §9).
-_KEY_CHECK_S = 2.0
 
 
 @router.get("", response_model=Page[OperationPublic], responses=error_responses())
@@ -162,15 +154,17 @@ async def stream_operation_events(
     ] = None,
 ) -> EventSourceResponse:
     await asyncio.to_thread(_load_visible, services, principal, operation_id)
-    start = after if after is not None else _parse_event_id(last_event_id)
-    return EventSourceResponse(_events(services, request, principal, operation_id, start), ping=15)
-
-
-def _parse_event_id(value: str | None) -> int:
-    try:
-        return min(max(0, int(value)), 2**31 - 1) if value else 0
-    except ValueError:
-        return 0
+    start = after if after is not None else parse_event_id(last_event_id)
+    events = follow(
+        request=request,
+        database=services.database,
+        notifier=services.notifier,
+        channel=operation_id,
+        key_id=principal.key_id,
+        read=lambda seq: _read(services, operation_id, seq),
+        after=start,
+    )
+    return EventSourceResponse(events, ping=15)
 
 
 def _load_visible(services: AppState, principal: Principal, operation_id: str) -> None:
@@ -180,45 +174,18 @@ def _load_visible(services: AppState, principal: Principal, operation_id: str) -
         )
 
 
-async def _events(
-    services: AppState, request: Request, principal: Principal, operation_id: str, after: int
-) -> AsyncIterator[ServerSentEvent]:
-    seq = after
-    key_checked = time.monotonic()
-    while True:
-        if time.monotonic() - key_checked >= _KEY_CHECK_S:
-            if not await asyncio.to_thread(_key_active, services, principal.key_id):
-                log.info("operations.stream_key_revoked", operation_id=operation_id)
-                return
-            key_checked = time.monotonic()
-        finished, rows = await asyncio.to_thread(_read, services, operation_id, seq)
-        for row in rows:
-            seq = row.seq
-            payload = event_public(row).model_dump(mode="json", by_alias=True)
-            yield ServerSentEvent(data=json.dumps(payload), id=str(row.seq), event=row.type)
-        # The final event is written with the final state, so once the state is final and
-        # nothing is left to read, the stream is complete.
-        if finished and len(rows) < _EVENT_BATCH:
-            return
-        if rows:
-            continue
-        if await request.is_disconnected():
-            return
-        await services.notifier.wait(operation_id, _POLL_S)
-
-
-def _key_active(services: AppState, key_id: str) -> bool:
-    with services.database.session(readonly=True) as session:
-        row = ApiKeyRepository(session).get(key_id)
-        return row is not None and row.revoked_at is None
-
-
 def _read(
     services: AppState, operation_id: str, after: int
-) -> tuple[bool, list[OperationEventRow]]:
+) -> tuple[bool, list[tuple[int, ServerSentEvent]]]:
     with services.database.session(readonly=True) as session:
         operations = OperationRepository(session)
         operation = operations.get(operation_id)
         finished = operation is None or operation.state in FINAL_OPERATION_STATES
-        rows = list(operations.events_after(operation_id, after, _EVENT_BATCH))
-    return finished, rows
+        rows = operations.events_after(operation_id, after, EVENT_BATCH)
+        events = [(row.seq, _sse(row)) for row in rows]
+    return finished, events
+
+
+def _sse(row: OperationEventRow) -> ServerSentEvent:
+    payload = event_public(row).model_dump(mode="json", by_alias=True)
+    return ServerSentEvent(data=json.dumps(payload), id=str(row.seq), event=row.type)

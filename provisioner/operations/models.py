@@ -98,6 +98,8 @@ class OperationRow(Base):
     preview: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     preview_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     awaiting_since: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    # The rollout that requested it (docs/architecture.md §7), if any.
+    rollout_id: Mapped[str | None] = mapped_column(String(36), nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -44,6 +44,7 @@ class OperationPublic(ApiModel):
         description='Protected environments: {"changes": {step: count}, "steps": [...]}',
     )
     approved_by: str | None = None
+    rollout_id: str | None = Field(default=None, description="The rollout that requested it")
 
 
 class OperationEventPublic(ApiModel):
@@ -82,6 +83,7 @@ def operation_public(row: OperationRow) -> OperationPublic:
         changes=dict((row.result or {}).get("changes") or {}),
         preview=row.preview,
         approved_by=row.approved_by,
+        rollout_id=row.rollout_id,
     )
 
 

@@ -1,1 +1,2 @@
-"""Scheduled actions: expiry warnings and destroys, expiry of unapproved operations."""
+"""Scheduled actions: expiry warnings and destroys, expiry of unapproved operations, drift
+checks and their remediation."""

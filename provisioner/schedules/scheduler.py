@@ -47,7 +47,7 @@ class Scheduler:
             result = run_tick(
                 session, self.settings, self.engine, now or self.clock(), self.code_version
             )
-        if result.destroys:
+        if result.queued:
             self.wake_runner()
         return result
 

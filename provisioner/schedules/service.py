@@ -1,4 +1,6 @@
-"""The work one scheduler tick does, in one registry transaction (docs/architecture.md §8).
+"""The work one scheduler tick does, in one registry transaction (docs/architecture.md §8):
+expiry warnings and destroys, expiry of unapproved operations, drift checks and remediations
+(`provisioner.schedules.drift`).
 
 Replicas sharing a PostgreSQL registry tick at once: a transaction advisory lock makes their
 ticks take turns, and each destroy is also claimed by a compare-and-set of the environment's
@@ -32,6 +34,7 @@ from provisioner.environments.service import (
 )
 from provisioner.fleet.service import FleetService
 from provisioner.operations.repository import OperationRepository
+from provisioner.schedules.drift import queue_due_checks, remediate_drift
 
 log = structlog.get_logger(__name__)
 
@@ -44,7 +47,14 @@ class TickResult:
     warnings: list[tuple[str, int]] = field(default_factory=list)  # (environment id, lead)
     destroys: list[str] = field(default_factory=list)  # operation ids
     approvals_expired: list[str] = field(default_factory=list)  # operation ids
+    remediations: list[str] = field(default_factory=list)  # operation ids
+    drift_checks: list[str] = field(default_factory=list)  # operation ids
     fleet_samples: int = 0  # rows written (0: this period was sampled already)
+
+    @property
+    def queued(self) -> bool:
+        """Whether the tick queued operations (the runner should look now)."""
+        return bool(self.destroys or self.remediations or self.drift_checks)
 
 
 def run_tick(
@@ -57,6 +67,9 @@ def run_tick(
     result.destroys = _destroy_expired(session, settings, engine, now)
     ttl = settings.approval_ttl_minutes
     result.approvals_expired = expire_unapproved(session, now - timedelta(minutes=ttl), ttl)
+    # Remediations first: a drifted environment is restored before it is checked again.
+    result.remediations = remediate_drift(session, settings, engine)
+    result.drift_checks = queue_due_checks(session, settings, engine, now)
     result.fleet_samples = FleetService(session, code_version).record_sample(
         now,
         settings.fleet_sample_interval_s,

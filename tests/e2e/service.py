@@ -36,6 +36,7 @@ class RunningService:
     settings: Settings
     base_url: str
     client: httpx.Client
+    app: Any = None  # the FastAPI app, for what only the process itself reaches (the scheduler)
 
     def wait(self, operation_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -161,9 +162,10 @@ def serve(make_app: Callable[[int], Any]) -> Iterator[str]:
 def running_service(data_dir: Path, **overrides: Any) -> Iterator[RunningService]:
     """The service with the local engine (by default), in this process."""
     settings: Settings | None = None
+    app: Any = None
 
     def make_app(port: int) -> Any:
-        nonlocal settings
+        nonlocal settings, app
         settings = Settings.model_validate(
             {
                 "data_dir": data_dir,
@@ -176,9 +178,10 @@ def running_service(data_dir: Path, **overrides: Any) -> Iterator[RunningService
                 **overrides,
             }
         )
-        return create_app(settings)
+        app = create_app(settings)
+        return app
 
     with serve(make_app) as base_url:
         assert settings is not None
         with httpx.Client(base_url=base_url, headers=auth(), timeout=30) as client:
-            yield RunningService(settings, base_url, client)
+            yield RunningService(settings, base_url, client, app)

@@ -459,7 +459,7 @@ def test_real_files_complete_fail_retry_and_redrive(page: Page, local: RunningSe
     page.get_by_label("Name", exact=True).fill("files")
     page.get_by_label("Tags").fill("owner=market-data-ops")
     page.get_by_role("button", name="Create environment").click()
-    expect(state_badge(page)).to_have_text("READY", timeout=60_000)
+    expect(state_badge(page)).to_have_text("READY", timeout=120_000)
     expect(page.locator("dl.outputs")).to_contain_text("awsEndpointUrl (local emulator)")
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "environment-local", full_page=True)
@@ -470,6 +470,23 @@ def test_real_files_complete_fail_retry_and_redrive(page: Page, local: RunningSe
     assert local.wait_for_file("acme", "files", good)["status"] == "COMPLETED"
     assert local.wait_for_file("acme", "files", bad)["status"] == "FAILED"
     local.dead_letter(environment, "staging/late.csv", trades_csv())
+
+    # The environment page charts them: files per minute by final status, latency percentiles.
+    charts = page.get_by_role("region", name="Files in the last hour")
+    expect(charts.locator(".stats-summary")).to_contain_text(
+        "1 completed, 1 failed", timeout=30_000
+    )
+    expect(charts.locator(".stats-summary")).to_contain_text(re.compile(r"p50 [\d.]+ s"))
+    per_minute = charts.locator("figure[data-chart='Files per minute by final status']")
+    expect(per_minute.locator("rect[data-series='COMPLETED']")).to_have_count(1)
+    expect(per_minute.locator("rect[data-series='FAILED']")).to_have_count(1)
+    latency = charts.locator("figure[data-chart='Upload to COMPLETED latency percentiles']")
+    expect(latency.locator("path[data-series='p99'], circle")).not_to_have_count(0)
+    expect(page.locator("#health h3 .badge")).to_have_text(re.compile(r"^(OK|ALARM|UNKNOWN)$"))
+    expect(page.locator("#drift h3 .badge")).to_have_text(
+        re.compile(r"^(IN_SYNC|DRIFTED|UNKNOWN)$")
+    )
+    screenshot(page, "environment-charts", full_page=True)
 
     page.get_by_role("link", name="Files", exact=True).click()
     counts = page.get_by_role("group", name="Files by status")

@@ -6,6 +6,7 @@ engine waits for before finishing), `script-ignore-cancel`, `script-say-file` (a
 text the engine emits as a diagnostic, e.g. to check that secrets in it are redacted),
 `script-log` (a file each run appends to), `script-pid` (a file the worker writes its pid to),
 `script-error-file` (a file whose text the engine fails with, e.g. an emulator's error page),
+`script-fail-if` (a file whose existence makes the run fail, e.g. only the updates after a create),
 `script-drift-file` (a JSON list of `ResourceDrift` fields a refresh reports; a create or update
 removes it: it restored the declared state).
 """
@@ -61,6 +62,8 @@ class ScriptedEngine:
             context.emit(EngineEvent(EventType.DIAGNOSTIC, Path(say).read_text(), severity="info"))
         if error_file := script.get("script-error-file"):
             raise EngineError(Path(error_file).read_text())
+        if (fail_if := script.get("script-fail-if")) and Path(fail_if).exists():
+            raise EngineError(f"scripted failure: {fail_if} exists")
         context.expect_resources(resources)
         for index in range(1, resources + 1):
             if context.cancel_requested.is_set() and not ignore_cancel:
@@ -83,7 +86,8 @@ class ScriptedEngine:
         if request.kind == OperationKind.PREVIEW:
             return OperationResult(changes={"same": resources})
         drift_file = Path(script["script-drift-file"]) if "script-drift-file" in script else None
-        if request.kind == OperationKind.REFRESH and drift_file is not None:
+        checks_drift = request.kind in (OperationKind.REFRESH, OperationKind.DRIFT_CHECK)
+        if checks_drift and drift_file is not None:
             found = json.loads(drift_file.read_text()) if drift_file.exists() else []
             return OperationResult(
                 changes={"update": len(found)},

@@ -139,7 +139,7 @@ class LocalEngine:
         if kind == OperationKind.PREVIEW:
             changes = plan_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
             return OperationResult(changes=changes)
-        if kind == OperationKind.REFRESH:
+        if kind in (OperationKind.REFRESH, OperationKind.DRIFT_CHECK):
             # A drift check: the plan against what the emulator holds; it writes nothing.
             changes = plan_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
             return OperationResult(changes=changes, drift=drift)

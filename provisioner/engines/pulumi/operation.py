@@ -87,6 +87,8 @@ class StackOperation:
                 return self._refresh()
             case OperationKind.PREVIEW:
                 return self._preview()
+            case OperationKind.DRIFT_CHECK:
+                return self._drift_check()
             case _:
                 assert_never(kind)
 
@@ -128,6 +130,16 @@ class StackOperation:
         return OperationResult(
             changes=changes_by_op(result.summary.resource_changes),
             drift=list(self._sink.drift.values()),
+        )
+
+    def _drift_check(self) -> OperationResult:
+        """A refresh that writes nothing: `preview_refresh` (`refresh --preview-only`)."""
+        stack = self._open(create=False)
+        self._sink.drift.clear()
+        with self._step("preview refresh"):
+            result = stack.preview_refresh(**self._cli_options(), show_secrets=False)
+        return OperationResult(
+            changes=changes_by_op(result.change_summary), drift=list(self._sink.drift.values())
         )
 
     def _preview(self) -> OperationResult:

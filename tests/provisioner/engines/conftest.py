@@ -350,6 +350,10 @@ class FakeStack:
         self._automation.run_cli("preview", kwargs)
         return auto.PreviewResult("", "", dict(self._automation.changes))
 
+    def preview_refresh(self, **kwargs: Any) -> auto.PreviewResult:
+        self._automation.run_cli("preview_refresh", kwargs)
+        return auto.PreviewResult("", "", dict(self._automation.changes))
+
 
 @pytest.fixture
 def automation(monkeypatch: pytest.MonkeyPatch) -> FakeAutomation:

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 
 from provisioner.app import create_app
 from provisioner.config import Settings
+from provisioner.environments.models import DriftStatus, EnvironmentRow
 from provisioner.fleet.models import FleetSampleRow
 from provisioner.fleet.service import NOT_FAILING, UNKNOWN, _status, period_start
 from provisioner.schedules.scheduler import Scheduler
@@ -116,6 +117,21 @@ def test_bad_input_is_422_naming_the_field(client: TestClient, path: str, field:
 def test_needs_an_api_key(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 401
     assert client.get(path, headers=auth("mdp_wrong")).status_code == 401
+
+
+def test_a_drifted_environment_counts_as_drifted(client: TestClient) -> None:
+    _create(client, "acme", "one")
+    _create(client, "acme", "two")
+    database = client.app.state.services.database  # type: ignore[attr-defined]
+    with database.session() as session:
+        row = session.scalars(select(EnvironmentRow).where(EnvironmentRow.name == "one")).one()
+        row.drift_status = DriftStatus.DRIFTED
+        other = session.scalars(select(EnvironmentRow).where(EnvironmentRow.name == "two")).one()
+        other.drift_status = DriftStatus.IN_SYNC
+    fleet = _fleet(client)
+    assert fleet["drifted"] == 1
+    assert fleet["drift"] == {"DRIFTED": 1, "IN_SYNC": 1}
+    assert fleet["failing"] == 0
 
 
 def test_drift_and_health_are_read_from_the_environment_json() -> None:

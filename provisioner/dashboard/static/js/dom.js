@@ -50,6 +50,13 @@ const STATE_TONES = {
   INTERRUPTED: "warn",
   CANCELLED: "muted",
   DESTROYED: "muted",
+  // Drift and health (docs/architecture.md §8).
+  IN_SYNC: "ok",
+  DRIFTED: "bad",
+  OK: "ok",
+  ALARM: "bad",
+  UNKNOWN: "muted",
+  INSUFFICIENT_DATA: "muted",
 };
 
 /** A state as a badge: the word is always shown, the colour only adds to it. */

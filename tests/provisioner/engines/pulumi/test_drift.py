@@ -134,3 +134,32 @@ def test_refresh_returns_the_drift_of_its_resource_steps(
         ResourceDrift(urn("ingest", QUEUE), QUEUE, "update", ("visibilityTimeoutSeconds",)),
         ResourceDrift(urn("data", BUCKET), BUCKET, "create"),
     ]
+
+
+def test_a_drift_check_previews_the_refresh_and_writes_nothing(
+    settings: Settings,
+    config: PipelineConfig,
+    context: RecordingContext,
+    automation: FakeAutomation,
+) -> None:
+    automation.changes = {"update": 1, "same": 39}
+    automation.events = [
+        refresh_step(
+            "ingest",
+            QUEUE,
+            {"visibilityTimeoutSeconds": 180},
+            {"visibilityTimeoutSeconds": 7},
+            diffs=["visibilityTimeoutSeconds"],
+        ),
+    ]
+
+    result = PulumiEngine.build(settings).run(request(OperationKind.DRIFT_CHECK, config), context)
+
+    # `refresh --preview-only`: the stack's record stays as it was (no refresh, no up).
+    assert automation.methods() == ["set_config", "preview_refresh"]
+    assert automation.call("preview_refresh").kwargs["show_secrets"] is False
+    assert result.changes == {"update": 1, "same": 39}
+    assert result.drift == [
+        ResourceDrift(urn("ingest", QUEUE), QUEUE, "update", ("visibilityTimeoutSeconds",))
+    ]
+    assert result.outputs == {}

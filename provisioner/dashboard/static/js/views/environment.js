@@ -23,6 +23,7 @@ import {
 } from "../dom.js";
 import { CONFIG_FIELDS, FormErrors, SettingsFields, formSummary } from "../forms.js";
 import { kindTitle, operationPanel } from "./operation.js";
+import { fileCharts, signalsSection } from "./signals.js";
 
 const CHANGEABLE_STATES = new Set(["READY", "FAILED"]);
 const HISTORY_PAGE = 10;
@@ -51,6 +52,8 @@ export function mount(main, ctx) {
   const tagsSection = h("section", { class: "card", "aria-labelledby": "tags-heading" });
   const history = h("section", { class: "card", "aria-labelledby": "history-heading" });
   const body = h("div", { class: "environment-body" }, loading(`Loading ${label}…`));
+  const signals = signalsSection();
+  const charts = fileCharts(ctx, envPath);
 
   main.append(
     breadcrumbs([["Environments", "#/environments"], [label]]),
@@ -77,6 +80,8 @@ export function mount(main, ctx) {
       extendSlot,
       editSlot,
       panelSlot,
+      signals.element,
+      charts.element,
       h("div", { class: "two-columns" }, outputs, h("div", { class: "stack" }, configSection, tagsSection)),
       history,
     );
@@ -100,6 +105,9 @@ export function mount(main, ctx) {
       replace(failure, env.failureReason ? h("p", { class: "notice notice-error", role: "alert" }, `Last change failed: ${env.failureReason}`) : null);
     }
     renderActions();
+    signals.update(env);
+    // Charts need the data plane: from the first time the environment has a status table.
+    if (env.outputs?.statusTableName) charts.start();
     if (changed("outputs", [env.outputs, env.awsEndpointUrl])) renderOutputs();
     if (changed("config", env.config)) renderConfig();
     if (changed("tags", env.tags)) renderTags();

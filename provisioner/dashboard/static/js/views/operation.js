@@ -10,9 +10,10 @@ const KIND_TITLES = {
   update: "Update",
   destroy: "Destroy",
   refresh: "Drift check",
+  "drift-check": "Scheduled drift check",
   preview: "Preview",
 };
-const RESULT_TITLES = { preview: "Plan", refresh: "Drift" };
+const RESULT_TITLES = { preview: "Plan", refresh: "Drift", "drift-check": "Drift" };
 const MAX_LOG_ENTRIES = 2000;
 
 export function kindTitle(kind) {

@@ -1,0 +1,105 @@
+"""The environment list's read path (`GET /environments`): one statement per page, and each
+environment's JSON rendered once per version of what it is made of.
+
+A page is read as stored values (no JSON decoded, no type converted: cheap). An environment
+whose values were seen before gets the bytes rendered then; any other is read again as rows,
+with its values in the same statement, and rendered as every response is (`environment_public`,
+pydantic), so a body is byte for byte what the models give. Nothing here can be stale: the
+key is everything the JSON is made of (every column of the environment and of its last
+operation, its template's latest version, the service's code version and the host's extras).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, Final
+
+from pydantic import TypeAdapter
+
+from provisioner.environments.repository import EnvironmentRepository
+from provisioner.environments.schemas import EnvironmentPublic, FleetView, environment_public
+
+_ITEM: Final = TypeAdapter(EnvironmentPublic)
+# About 2 KiB each: a few MiB for a fleet of thousands.
+_MAX_RENDERED: Final = 4096
+
+
+class EnvironmentPages:
+    """Renders pages of `Page[EnvironmentPublic]` as JSON bytes; one per app, thread-safe."""
+
+    def __init__(self) -> None:
+        self._rendered: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def render(
+        self,
+        repository: EnvironmentRepository,
+        *,
+        tenant: str | None,
+        state: str | None,
+        template: str | None,
+        outdated: bool | None,
+        drifted: bool | None,
+        code_version: str,
+        extras: Mapping[str, str],
+        limit: int,
+        offset: int,
+    ) -> bytes:
+        stored, total = repository.stored_page(
+            tenant=tenant,
+            state=state,
+            template=template,
+            outdated=outdated,
+            drifted=drifted,
+            code_version=code_version,
+            limit=limit,
+            offset=offset,
+        )
+        context = (code_version, tuple(sorted(extras.items())))
+        items: dict[str, bytes] = {}
+        missing: list[str] = []
+        with self._lock:
+            for values in stored:
+                rendered = self._rendered.get((context, values))
+                if rendered is None:
+                    missing.append(values[0])
+                else:
+                    self._rendered.move_to_end((context, values))
+                    items[values[0]] = rendered
+        if missing:
+            items.update(self._render_rows(repository, missing, context, code_version, extras))
+        # A row deleted between the two statements is left out (as a page read a moment later).
+        return page_json([items[v[0]] for v in stored if v[0] in items], total, limit, offset)
+
+    def _render_rows(
+        self,
+        repository: EnvironmentRepository,
+        ids: list[str],
+        context: tuple[Any, ...],
+        code_version: str,
+        extras: Mapping[str, str],
+    ) -> dict[str, bytes]:
+        rendered: dict[str, bytes] = {}
+        for values, row, last_operation, latest in repository.stored_rows(ids):
+            versions = {row.template_name: latest} if latest is not None else {}
+            public = environment_public(
+                row, last_operation, extras, FleetView(versions, code_version)
+            )
+            rendered[row.id] = _ITEM.dump_json(public, by_alias=True)
+            with self._lock:
+                self._rendered[(context, values)] = rendered[row.id]
+                if len(self._rendered) > _MAX_RENDERED:
+                    self._rendered.popitem(last=False)
+        return rendered
+
+
+def page_json(items: list[bytes], total: int, limit: int, offset: int) -> bytes:
+    """`Page` (provisioner.schemas) as pydantic serialises it, around items already JSON."""
+    return b'{"items":[%b],"total":%d,"limit":%d,"offset":%d}' % (
+        b",".join(items),
+        total,
+        limit,
+        offset,
+    )

@@ -1,0 +1,1 @@
+"""Fleet rollouts in waves (docs/architecture.md §7)."""
