@@ -23,7 +23,7 @@ from provisioner.engines import build_host, load_engine
 from provisioner.engines import engine_reference as reference_of
 from provisioner.engines.base import EngineHost
 from provisioner.environments import endpoints as environment_endpoints
-from provisioner.environments.service import recreate_ephemeral_environments
+from provisioner.environments.service import restore_ephemeral_environments
 from provisioner.files import endpoints as file_endpoints
 from provisioner.files import local_api
 from provisioner.fleet import endpoints as fleet_endpoints
@@ -31,6 +31,7 @@ from provisioner.lifeline import forget_children, keep_record, sweep_leftovers
 from provisioner.logging import configure_logging, redactor
 from provisioner.metrics import Metrics
 from provisioner.middleware import BodyLimitMiddleware, HeadMiddleware
+from provisioner.monitoring.service import HealthSampler
 from provisioner.operations import endpoints as operation_endpoints
 from provisioner.operations.events import OperationNotifier
 from provisioner.operations.runner import OperationRunner
@@ -93,7 +94,7 @@ def create_app(
         host = host_factory(settings) if host_factory else build_host(reference, settings)
         await asyncio.to_thread(host.start)
         if host.ephemeral:
-            recreated = await asyncio.to_thread(_recreate_ephemeral, database, settings)
+            recreated = await asyncio.to_thread(_restore_ephemeral, database, settings, host)
             if recreated:
                 log.warning("service.environments_recreated", count=recreated)
         notifier = OperationNotifier()
@@ -104,8 +105,15 @@ def create_app(
         )
         await runner.start()
         engine_name = load_engine(reference).name
+        sampler = HealthSampler(settings, database, host, engine_name, clock)
         scheduler = Scheduler(
-            settings, database, engine_name, runner.wake, clock, code_version=service_version
+            settings,
+            database,
+            engine_name,
+            runner.wake,
+            clock,
+            code_version=service_version,
+            health=sampler,
         )
         await scheduler.start()
         verifier = rollout_verifier or data_plane_verifier(host)
@@ -188,6 +196,7 @@ def create_app(
     return app
 
 
-def _recreate_ephemeral(database: Database, settings: Settings) -> int:
+def _restore_ephemeral(database: Database, settings: Settings, host: EngineHost) -> int:
     with database.session() as session:
-        return len(recreate_ephemeral_environments(session, settings, settings.engine))
+        recreated = restore_ephemeral_environments(session, settings, settings.engine, host.restore)
+        return len(recreated)

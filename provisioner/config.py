@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     drift_check_minutes: int = Field(default=0, ge=0, le=525_600)
     # How often each replica's scheduler looks for due work.
     schedule_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # How often each replica samples the data-plane health of READY environments (§8).
+    health_interval_s: float = Field(default=60.0, gt=0, le=3600)
+    # `files.failed` events per environment and sample; more failures follow in later samples.
+    health_max_failed_events: int = Field(default=100, ge=1, le=10_000)
     # The fleet's counts are sampled once per this period (for its charts over time), and
     # samples older than the retention are pruned.
     fleet_sample_interval_s: float = Field(default=60.0, ge=1, le=86_400)
@@ -87,6 +91,11 @@ class Settings(BaseSettings):
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
     # Lambda runtime processes shared by every local environment; 0: one per CPU core.
     local_runtime_workers: int = Field(default=0, ge=0, le=64)
+    # The emulator's state is saved under DATA_DIR/emulator (provisioner.emulator.persistence):
+    # every this many seconds when something changed (0: only at shutdown), and at shutdown
+    # after waiting up to `local_drain_timeout_s` for running executions to finish.
+    local_snapshot_interval_s: float = Field(default=2.0, ge=0, le=3600)
+    local_drain_timeout_s: float = Field(default=30.0, ge=0, le=600)
 
     # --- webhooks (docs/architecture.md §8) ---
     webhook_allowed_hosts: str = Field(

@@ -154,6 +154,7 @@ def _import_models() -> None:
         "tenants",
         "templates",
         "webhooks",
+        "monitoring",
         "rollouts",
         "fleet",
     ):

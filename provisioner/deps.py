@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -68,11 +67,9 @@ async def _principal(
         raise AuthenticationError("missing bearer token: send 'Authorization: Bearer <API key>'")
     presented = credentials.credentials.strip()
     key_hash = hash_key(presented)
-    principal = services.recent_keys.get(key_hash)
-    if principal is None:
-        checked_at = time.monotonic()
-        principal = await run_in_threadpool(_authenticate, services.database, presented)
-        services.recent_keys.remember(key_hash, principal, checked_at)
+    principal = await services.recent_keys.principal(
+        key_hash, lambda: run_in_threadpool(_authenticate, services.database, presented)
+    )
     request.state.principal = principal
     return principal
 

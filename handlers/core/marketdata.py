@@ -35,7 +35,9 @@ latest. Results therefore do not depend on row order or on how the file is cut i
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Context, Decimal
@@ -82,6 +84,8 @@ _NS: Final = 1_000_000_000
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _EXACT: Final = Context(prec=100)  # wide enough for every decimal here: no rounding
 _TS_TYPE: Final = pa.timestamp("ns", "UTC")
+# Blocks converted at once besides the one being merged: two cores, and memory a few blocks.
+_CONVERTERS: Final = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,9 +111,27 @@ def scan(
     are only counted (the processor's case: the validator already applied the threshold).
     """
     scanner = _Scanner(aggregate=aggregate)
-    for block in read_blocks(chunks, block_size=block_size):
-        scanner.feed(block)
+    # Conversion is compute kernels, which release the GIL: the next blocks convert in the
+    # pool while this thread merges one, and the reader thread parses ahead (csvstream).
+    # Blocks are merged in file order; the results would not depend on it anyway.
+    with ThreadPoolExecutor(_CONVERTERS, thread_name_prefix="csv-convert") as pool:
+        pending: deque[tuple[Block, Future[_Columns | None]]] = deque()
+        for block in read_blocks(chunks, block_size=block_size):
+            pending.append((block, pool.submit(_convert_block, block)))
+            if len(pending) > _CONVERTERS:
+                scanner.feed(*_done(pending.popleft()))
+        while pending:
+            scanner.feed(*_done(pending.popleft()))
     return scanner.result(max_bad_row_ratio)
+
+
+def _convert_block(block: Block) -> _Columns | None:
+    return _convert(block.batch) if block.batch.num_rows else None
+
+
+def _done(item: tuple[Block, Future[_Columns | None]]) -> tuple[Block, _Columns | None]:
+    block, converted = item
+    return block, converted.result()
 
 
 class _Accumulator:
@@ -150,13 +172,13 @@ class _Scanner:
         self.first_bad: tuple[int, str] | None = None
         self.stats: dict[str, _Accumulator] = {}
 
-    def feed(self, block: Block) -> None:
+    def feed(self, block: Block, columns: _Columns | None) -> None:
+        """Count and merge `block`, given as `_convert` made it (None if it has no rows)."""
         for number in block.skipped:
             self._reject(number, "column count")
         batch = block.batch
-        if batch.num_rows == 0:
+        if columns is None:
             return
-        columns = _convert(batch)
         good = pc.sum(columns.good).as_py() or 0
         self.rows += good
         if good < batch.num_rows:

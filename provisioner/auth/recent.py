@@ -4,13 +4,15 @@ with one key costs one registry look-up, not one each.
 Bounded staleness, not a cache of trust: an entry lives `TTL_S` (0.5 s) at most, so a key
 revoked through another replica is refused within that time, and a revocation through this
 process forgets every entry at once. Only successes are kept; an unknown key always reaches
-the registry.
+the registry. Concurrent requests with a key that is not remembered share one look-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from typing import Final
 
 from provisioner.auth.service import Principal
@@ -24,6 +26,32 @@ class RecentKeys:
         self.ttl_s = ttl_s
         self._entries: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+        self._looking_up: dict[str, asyncio.Task[Principal]] = {}
+
+    async def principal(
+        self, key_hash: str, look_up: Callable[[], Awaitable[Principal]]
+    ) -> Principal:
+        """The remembered principal of `key_hash`, or the one `look_up` finds (shared by every
+        request that asks meanwhile, remembered if found). Called on the event loop."""
+        remembered = self.get(key_hash)
+        if remembered is not None:
+            return remembered
+        task = self._looking_up.get(key_hash)
+        if task is None:
+            checked_at = time.monotonic()
+
+            async def run() -> Principal:
+                try:
+                    found = await look_up()
+                finally:
+                    del self._looking_up[key_hash]
+                self.remember(key_hash, found, checked_at)
+                return found
+
+            task = asyncio.ensure_future(run())
+            self._looking_up[key_hash] = task
+        # Shielded: a client that goes away does not cancel the others' look-up.
+        return await asyncio.shield(task)
 
     def get(self, key_hash: str) -> Principal | None:
         entry = self._entries.get(key_hash)

@@ -65,6 +65,10 @@ class EnvironmentRuntime:
         """Start stopping (see `IngestPoller.request_stop`); `stop` finishes it."""
         self._poller.request_stop()
 
+    def pause_intake(self) -> None:
+        """Take no more messages from the ingest queue (what is running goes on)."""
+        self._poller.stop()
+
     def stop(self) -> None:
         self._poller.stop()
         for name in self._functions:

@@ -20,6 +20,8 @@ import boto3
 import structlog
 from botocore.config import Config
 
+from provisioner.emulator.gate import RequestGate
+
 logger = structlog.get_logger(__name__)
 
 # What the pipeline needs from moto (moto.core.config.default_user_config keys).
@@ -54,6 +56,7 @@ class EmulatorServer:
         self._server: Any = None  # moto.server.ThreadedMotoServer (untyped)
         self._saved_config: dict[str, Any] = {}
         self._saved_moto_port: str | None = None
+        self._gate: RequestGate | None = None
 
     @property
     def port(self) -> int:
@@ -65,6 +68,13 @@ class EmulatorServer:
     def endpoint_url(self) -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"http://{host}:{self.port}"
+
+    @property
+    def gate(self) -> RequestGate:
+        """The gate every request passes (snapshots hold requests there)."""
+        if self._gate is None:
+            raise RuntimeError("the emulator is not running")
+        return self._gate
 
     @property
     def running(self) -> bool:
@@ -87,6 +97,12 @@ class EmulatorServer:
                 ip_address=self._host, port=self._requested_port, verbose=False
             )
             server.start()
+            # Nothing knows the port yet, so no request has arrived: every one passes the gate.
+            wsgi_server = server._server
+            if wsgi_server is None:
+                raise RuntimeError("moto's server did not start")
+            self._gate = RequestGate(wsgi_server.app)
+            wsgi_server.app = self._gate
             _, port = server.get_host_and_port()
             self._server = server
             self._port = int(port)
@@ -107,6 +123,7 @@ class EmulatorServer:
                 return
             self._server.stop()
             self._server = None
+            self._gate = None
             for key, value in self._saved_config.items():
                 if value is None:
                     default_user_config.pop(key, None)  # type: ignore[misc]

@@ -12,7 +12,7 @@ and its handlers there): that half is an `EngineHost`, used only by the main pro
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Protocol
@@ -141,11 +141,17 @@ class EngineHost(Protocol):
     Blocking methods; the service calls them from threads, never on the event loop.
     """
 
-    # True when the engine's infrastructure does not survive a restart of the service (the
-    # local emulator): the service then re-creates the environments that were READY.
+    # True when the engine's infrastructure lives in the service's process (the local
+    # emulator): after a restart the service asks `restore` for the environments that were
+    # READY and re-creates those it could not bring back.
     ephemeral: bool
 
     def start(self) -> None: ...
+
+    def restore(self, configs: Sequence[PipelineConfig]) -> dict[str, str]:
+        """Bring back, after a restart, the environments that were READY (an ephemeral host);
+        returns, by stack name, why some could not be."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -167,6 +173,11 @@ class EngineHost(Protocol):
 
     def data_plane(self, tenant: str, region: str) -> DataPlane:
         """How the service reaches an environment's AWS resources (file status, DLQs)."""
+        ...
+
+    def evaluate_alarms(self, config: PipelineConfig) -> None:
+        """Bring the environment's alarm states up to date where nothing else does: the local
+        engine evaluates them in its emulator; on AWS CloudWatch does, and this does nothing."""
         ...
 
     def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Final
 
 from provisioner.config import Settings
@@ -39,6 +39,9 @@ class WorkerOnlyHost:
     def stop(self) -> None:
         return None
 
+    def restore(self, configs: Sequence[PipelineConfig]) -> dict[str, str]:
+        return {}  # nothing lives in the service: nothing to bring back
+
     def health(self) -> EngineHealth:
         return self._engine.build(self._settings).health()
 
@@ -52,6 +55,9 @@ class WorkerOnlyHost:
 
     def environment_extras(self) -> dict[str, str]:
         return {}
+
+    def evaluate_alarms(self, config: PipelineConfig) -> None:
+        return None  # CloudWatch evaluates the alarms of an environment on AWS
 
     def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
         raise NotFoundError("the local status API exists only with the local engine")

@@ -33,6 +33,7 @@ from provisioner.environments.schemas import (
 )
 from provisioner.environments.service import EnvironmentService, request_fingerprint
 from provisioner.errors import error_responses
+from provisioner.monitoring.repository import HealthRepository
 from provisioner.operations.models import OperationRow
 from provisioner.operations.runner import OperationRunner
 from provisioner.operations.schemas import OperationPublic, accepted, operation_public
@@ -158,7 +159,8 @@ def get_environment(
     row = service.get_visible(principal, tenant, name)
     last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
     fleet = _fleet_view(service, services, [row.template_name])
-    return environment_public(row, last, services.host.environment_extras(), fleet)
+    health = HealthRepository(service.session).get(row.id)
+    return environment_public(row, last, services.host.environment_extras(), fleet, health)
 
 
 @router.patch(
@@ -192,7 +194,8 @@ def update_environment(
         service.update_metadata(principal, row, body)
         last = service.operations.get(row.last_operation_id) if row.last_operation_id else None
         fleet = _fleet_view(service, services, [row.template_name])
-        public = environment_public(row, last, services.host.environment_extras(), fleet)
+        health = HealthRepository(service.session).get(row.id)
+        public = environment_public(row, last, services.host.environment_extras(), fleet, health)
         service.session.commit()
         return JSONResponse(public.model_dump(mode="json", by_alias=True), status_code=200)
     return _start_operation(

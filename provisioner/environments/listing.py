@@ -5,8 +5,9 @@ A page is read as stored values (no JSON decoded, no type converted: cheap). An 
 whose values were seen before gets the bytes rendered then; any other is read again as rows,
 with its values in the same statement, and rendered as every response is (`environment_public`,
 pydantic), so a body is byte for byte what the models give. Nothing here can be stale: the
-key is everything the JSON is made of (every column of the environment and of its last
-operation, its template's latest version, the service's code version and the host's extras).
+key is everything the JSON is made of (every column of the environment, of its last
+operation and of its health sample, its template's latest version, the service's code version
+and the host's extras).
 """
 
 from __future__ import annotations
@@ -82,10 +83,10 @@ class EnvironmentPages:
         extras: Mapping[str, str],
     ) -> dict[str, bytes]:
         rendered: dict[str, bytes] = {}
-        for values, row, last_operation, latest in repository.stored_rows(ids):
+        for values, row, last_operation, health, latest in repository.stored_rows(ids):
             versions = {row.template_name: latest} if latest is not None else {}
             public = environment_public(
-                row, last_operation, extras, FleetView(versions, code_version)
+                row, last_operation, extras, FleetView(versions, code_version), health
             )
             rendered[row.id] = _ITEM.dump_json(public, by_alias=True)
             with self._lock:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.environments.models import DriftStatus, EnvironmentRow
 from provisioner.environments.outdated import outdated_condition
+from provisioner.monitoring.models import EnvironmentHealthRow
 from provisioner.operations.models import OperationRow
 from provisioner.templates.repository import latest_versions_query
 
@@ -36,12 +37,14 @@ def _as_stored(column: Any) -> ColumnElement[Any]:
 
 
 # Everything a listed environment's JSON is made of (docs/architecture.md §5): its row, its
-# last operation's row and its template's latest version. Every column, not only those read
-# today: equal values here mean an equal rendering (provisioner.environments.listing).
+# last operation's row, its health sample (§8) and its template's latest version. Every
+# column, not only those read today: equal values here mean an equal rendering
+# (provisioner.environments.listing).
 _LATEST = latest_versions_query().subquery()
 _STORED = (
     *(_as_stored(c) for c in EnvironmentRow.__table__.columns),
     *(_as_stored(c) for c in OperationRow.__table__.columns),
+    *(_as_stored(c) for c in EnvironmentHealthRow.__table__.columns),
     _LATEST.c.latest,
 )
 
@@ -88,9 +91,11 @@ def _page_statements(
 
 
 def _with_last_operation(query: Select[Any]) -> Select[Any]:
-    return query.outerjoin(
-        _LATEST, _LATEST.c.template_name == EnvironmentRow.template_name
-    ).outerjoin(OperationRow, OperationRow.id == EnvironmentRow.last_operation_id)
+    return (
+        query.outerjoin(_LATEST, _LATEST.c.template_name == EnvironmentRow.template_name)
+        .outerjoin(OperationRow, OperationRow.id == EnvironmentRow.last_operation_id)
+        .outerjoin(EnvironmentHealthRow, EnvironmentHealthRow.environment_id == EnvironmentRow.id)
+    )
 
 
 class EnvironmentRepository:
@@ -143,18 +148,26 @@ class EnvironmentRepository:
 
     def stored_rows(
         self, ids: Sequence[str]
-    ) -> Sequence[tuple[tuple[Any, ...], EnvironmentRow, OperationRow | None, int | None]]:
+    ) -> Sequence[
+        tuple[
+            tuple[Any, ...],
+            EnvironmentRow,
+            OperationRow | None,
+            EnvironmentHealthRow | None,
+            int | None,
+        ]
+    ]:
         """The environments `ids` as stored values (as `stored_page` gives them) and as rows,
-        with their last operation and template's latest version, read by one statement: the
-        values and the rows agree, whatever changes meanwhile."""
+        with their last operation, health sample and template's latest version, read by one
+        statement: the values and the rows agree, whatever changes meanwhile."""
         query = _with_last_operation(
-            select(*_STORED, EnvironmentRow, OperationRow, _LATEST.c.latest).select_from(
-                EnvironmentRow
-            )
+            select(
+                *_STORED, EnvironmentRow, OperationRow, EnvironmentHealthRow, _LATEST.c.latest
+            ).select_from(EnvironmentRow)
         ).where(EnvironmentRow.id.in_(ids))
         width = len(_STORED)
         return [
-            (tuple(row[:width]), row[width], row[width + 1], row[width + 2])
+            (tuple(row[:width]), row[width], row[width + 1], row[width + 2], row[width + 3])
             for row in self.session.execute(query).all()
         ]
 

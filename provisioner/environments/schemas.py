@@ -12,6 +12,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 
 from provisioner.environments.models import DriftStatus, EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
+from provisioner.monitoring.models import EnvironmentHealthRow
+from provisioner.monitoring.schemas import UNSAMPLED, HealthPublic, health_public
 from provisioner.operations.models import OperationRow
 from provisioner.operations.schemas import OperationPublic, operation_public
 from provisioner.schemas import ApiModel
@@ -190,6 +192,10 @@ class EnvironmentPublic(ApiModel):
     protected: bool = False
     drift_check: DriftCheck
     drift: DriftPublic
+    health: HealthPublic = Field(
+        default=UNSAMPLED,
+        description="The data plane's health, from the last sample (docs/architecture.md §8)",
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -207,6 +213,7 @@ def environment_public(
     last_operation: OperationRow | None,
     extras: Mapping[str, str],
     fleet: FleetView,
+    health: EnvironmentHealthRow | None = None,
 ) -> EnvironmentPublic:
     reasons = outdated_reasons(row, fleet.latest_versions, fleet.code_version)
     return EnvironmentPublic(
@@ -237,6 +244,7 @@ def environment_public(
             changes=[DriftChange.model_validate(change) for change in row.drift_changes or []],
             operation_id=row.drift_operation_id,
         ),
+        health=health_public(health),
         created_at=row.created_at,
         updated_at=row.updated_at,
     )

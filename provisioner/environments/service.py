@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -486,21 +486,24 @@ def _active_conflict(tenant: str, name: str, active: OperationRow) -> ConflictEr
 
 
 SYSTEM_PRINCIPAL = Principal(key_id="system", scope="admin")
-RESTART_NOTE = (
-    "re-created empty after a service restart: the local AWS emulator keeps its state in memory"
-)
+RESTART_NOTE = "re-created empty after a service restart: {reason}"
+
+# How an engine host brings its environments back after a restart: given the configurations
+# of those that were READY, it returns, by stack name, why some cannot be (`EngineHost.restore`).
+Restorer = Callable[[Sequence[PipelineConfig]], Mapping[str, str]]
 
 
-def recreate_ephemeral_environments(
-    session: Session, settings: Settings, engine: str
+def restore_ephemeral_environments(
+    session: Session, settings: Settings, engine: str, restore: Restorer
 ) -> list[OperationRow]:
-    """After a restart of an engine whose infrastructure lives in memory (the local emulator):
-    nothing may claim READY while it does not exist.
+    """After a restart of an engine whose infrastructure lives in the service (the local
+    emulator): nothing may claim READY while it does not exist.
 
     Operations that were running stopped with the old process: INTERRUPTED now (the environment
-    becomes FAILED and can be retried). Environments that were READY get a create operation,
-    which rebuilds them empty; an operation queued on one of them is cancelled first (it was
-    meant for resources that are gone). Other queued operations simply run.
+    becomes FAILED and can be retried). Environments that were READY come back as the engine
+    kept them (`restore`); those it could not bring back get a create operation, which rebuilds
+    them empty, its first event saying why; an operation queued on one of them is cancelled
+    first (it was meant for resources that are gone). Other queued operations simply run.
     """
     operations = OperationRepository(session)
     environments = EnvironmentRepository(session)
@@ -514,9 +517,15 @@ def recreate_ephemeral_environments(
                 error_code="interrupted",
                 error="the service restarted while the operation ran; retry it",
             )
+    ready = environments.in_states([EnvironmentState.READY], engine=engine)
+    configs = {environment.id: environment_config(environment) for environment in ready}
+    lost = restore(list(configs.values()))
     service = EnvironmentService(session, settings, engine)
     recreated = []
-    for environment in environments.in_states([EnvironmentState.READY], engine=engine):
+    for environment in ready:
+        reason = lost.get(configs[environment.id].stack_name)
+        if reason is None:
+            continue
         queued = operations.active_for(environment.id)
         if queued is not None:
             # It was queued against resources that no longer exist; the re-creation goes first.
@@ -536,7 +545,10 @@ def recreate_ephemeral_environments(
         )
         operation = service.enqueue(SYSTEM_PRINCIPAL, environment, order)
         operations.append_event(
-            operation.id, EngineEvent(EventType.DIAGNOSTIC, RESTART_NOTE, severity="warning")
+            operation.id,
+            EngineEvent(
+                EventType.DIAGNOSTIC, RESTART_NOTE.format(reason=reason), severity="warning"
+            ),
         )
         recreated.append(operation)
     session.flush()

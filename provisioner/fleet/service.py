@@ -33,6 +33,7 @@ from provisioner.fleet.schemas import (
     FleetSummary,
     TemplateVersionCount,
 )
+from provisioner.monitoring.repository import HealthRepository
 from provisioner.templates.repository import TemplateRepository
 
 log = structlog.get_logger(__name__)
@@ -89,9 +90,10 @@ class FleetService:
         rows = self.session.scalars(query).all()
         latest = TemplateRepository(self.session).latest_versions({r.template_name for r in rows})
         view = FleetView(latest_versions=latest, code_version=self.code_version)
+        health = HealthRepository(self.session).by_environments(row.id for row in rows)
         signals = []
         for row in rows:
-            document = environment_public(row, None, {}, view).model_dump(
+            document = environment_public(row, None, {}, view, health.get(row.id)).model_dump(
                 mode="json", by_alias=True
             )
             signals.append(

@@ -37,6 +37,7 @@ EVENT_TYPES: Final = (
     "rollout.succeeded",
     "rollout.halted",
     "files.failed",
+    "environment.alarm",
 )
 
 

@@ -1,10 +1,14 @@
 """A real running service for end-to-end tests: uvicorn on a free port, in a thread of the test
-process, with the local engine and its emulator on another free port."""
+process, with the local engine and its emulator on another free port; or the service as its own
+process (`service_process`), for tests that kill it."""
 
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -185,3 +189,38 @@ def running_service(data_dir: Path, **overrides: Any) -> Iterator[RunningService
         assert settings is not None
         with httpx.Client(base_url=base_url, headers=auth(), timeout=30) as client:
             yield RunningService(settings, base_url, client, app)
+
+
+@contextmanager
+def service_process(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], RunningService]]:
+    """`python -m provisioner` with the local engine, as `make run` starts it."""
+    port, aws_port = free_port(), free_port()
+    environment = {
+        **os.environ,
+        "PROVISIONER_DATA_DIR": str(data_dir),
+        "PROVISIONER_ADMIN_KEY": ADMIN_KEY,
+        "PROVISIONER_ENGINE": "local",
+        "PROVISIONER_PORT": str(port),
+        "PROVISIONER_LOCAL_AWS_PORT": str(aws_port),
+        "PROVISIONER_LOG_LEVEL": "WARNING",
+    }
+    server = subprocess.Popen([sys.executable, "-m", "provisioner"], env=environment)
+    settings = Settings(data_dir=data_dir, port=port, local_aws_port=aws_port)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base_url, headers=auth(), timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert server.poll() is None, "the service exited"
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline, "the service did not start"
+                time.sleep(0.1)
+            yield server, RunningService(settings, base_url, client)
+    finally:
+        if server.poll() is None:
+            server.kill()
+        server.wait(10)

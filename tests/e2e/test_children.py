@@ -3,60 +3,17 @@ forkserver, resource tracker, runtime workers and operation workers with it."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import psutil
 
-from provisioner.config import Settings
-from tests.e2e.service import RunningService, free_port
+from tests.e2e.service import service_process
 from tests.e2e.trades import trades_csv
-from tests.factories import ADMIN_KEY, auth
 
 # How long the children of a killed service may take to notice and exit.
 EXIT_WITHIN_S = 5.0
-
-
-@contextmanager
-def service_process(data_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], RunningService]]:
-    """`python -m provisioner` with the local engine, as `make run` starts it."""
-    port, aws_port = free_port(), free_port()
-    environment = {
-        **os.environ,
-        "PROVISIONER_DATA_DIR": str(data_dir),
-        "PROVISIONER_ADMIN_KEY": ADMIN_KEY,
-        "PROVISIONER_ENGINE": "local",
-        "PROVISIONER_PORT": str(port),
-        "PROVISIONER_LOCAL_AWS_PORT": str(aws_port),
-        "PROVISIONER_LOG_LEVEL": "WARNING",
-    }
-    server = subprocess.Popen([sys.executable, "-m", "provisioner"], env=environment)
-    settings = Settings(data_dir=data_dir, port=port, local_aws_port=aws_port)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client(base_url=base_url, headers=auth(), timeout=30) as client:
-            deadline = time.monotonic() + 60
-            while True:
-                assert server.poll() is None, "the service exited"
-                try:
-                    if client.get("/healthz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert time.monotonic() < deadline, "the service did not start"
-                time.sleep(0.1)
-            yield server, RunningService(settings, base_url, client)
-    finally:
-        if server.poll() is None:
-            server.kill()
-        server.wait(10)
 
 
 def _gone(processes: list[psutil.Process]) -> bool:

@@ -7,9 +7,10 @@ settings, policies and state machine as the Pulumi program. Once an environment 
 `EnvironmentRuntime` runs its handlers and ingest poller, and the service serves its status
 API at `apiEndpoint` (`/local/{tenant}/{name}/prod`).
 
-The emulator keeps everything in memory: when the service restarts, every local environment
-is gone. The service then re-creates, empty, each one that was READY (see
-`provisioner.environments.service.recreate_ephemeral_environments`); others stay FAILED until
+The emulator's state is saved under `DATA_DIR/emulator` (`provisioner.emulator.persistence`):
+when the service restarts, the environments that were READY come back from the snapshot
+(`host.LocalHost.restore`); those it does not hold are re-created empty (see
+`provisioner.environments.service.restore_ephemeral_environments`); others stay FAILED until
 retried.
 """
 

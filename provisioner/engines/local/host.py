@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 import boto3
@@ -17,15 +19,19 @@ from botocore.config import Config
 
 from provisioner.config import Settings
 from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator.alarm_evaluation import evaluate_alarms
+from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
 from provisioner.emulator.lambda_dispatch import (
     FunctionStats,
     InvocationResult,
     LambdaDispatcher,
 )
+from provisioner.emulator.persistence import EmulatorPersistence, RestoreOutcome
 from provisioner.emulator.runtime import EnvironmentRuntime
 from provisioner.emulator.runtime_workers import LOCAL_CREDENTIALS, RuntimeWorkers
 from provisioner.emulator.server import EmulatorServer
+from provisioner.emulator.snapshot import running_executions
 from provisioner.engines.aws import DataPlaneAccess
 from provisioner.engines.base import (
     EngineHealth,
@@ -34,6 +40,7 @@ from provisioner.engines.base import (
     StatusApiReply,
     StatusApiRequest,
 )
+from provisioner.engines.local.recovery import redrive_interrupted
 from provisioner.engines.local.status_api import proxy_reply, rest_proxy_event
 from provisioner.errors import NotFoundError, UnavailableError
 from stacks import spec
@@ -45,6 +52,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+EMULATOR_STATE_DIR: Final = "emulator"
 # Every environment's poller long-polls through one client per region: a connection each.
 _POLLER_CONNECTIONS: Final = 256
 
@@ -52,15 +60,19 @@ _POLLER_CONNECTIONS: Final = 256
 class LocalHost:
     """Service-side half: the emulator server, the Lambda dispatcher, running environments."""
 
-    # The emulator keeps no state across restarts (see the module docstring).
+    # The emulator lives in this process: after a restart its environments come back from
+    # the snapshot (`restore`), or are re-created.
     ephemeral: bool = True
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._server = EmulatorServer(settings.local_aws_host, settings.local_aws_port)
+        self._persistence: EmulatorPersistence | None = None
+        self._restored = RestoreOutcome(False, "the emulator has not started")
         self._dispatcher = LambdaDispatcher()
         self._runtimes: dict[str, EnvironmentRuntime] = {}
         self._data_planes: dict[str, DataPlaneAccess] = {}
+        self._alarm_clients: dict[str, AwsClients] = {}
         self._poller_clients: dict[str, SQSClient] = {}
         self._workers: RuntimeWorkers | None = None
         self._lock = threading.Lock()
@@ -71,14 +83,22 @@ class LocalHost:
 
     def start(self) -> None:
         self._server.start()
-        # moto's backends are process-wide: start from nothing, as a fresh process would.
+        # moto's backends are process-wide: start from nothing, as a fresh process would,
+        # then from the last snapshot, if there is a usable one.
         self._server.reset()
+        self._persistence = EmulatorPersistence(
+            self._settings.data_dir / EMULATOR_STATE_DIR,
+            self._server.gate,
+            self._settings.local_snapshot_interval_s,
+        )
+        self._restored = self._persistence.restore()
         self._dispatcher.install()
         self._workers = RuntimeWorkers(
             self._settings.local_runtime_workers or os.cpu_count() or 1,
             self.endpoint_url,
             CodeCache(self._settings.data_dir / CODE_DIR),
         )
+        self._persistence.start()
         log.info("local.emulator_ready", endpoint=self.endpoint_url, workers=self._workers.size)
 
     @property
@@ -87,18 +107,60 @@ class LocalHost:
             raise RuntimeError("the local host is not started")
         return self._workers
 
+    def restore(self, configs: Sequence[PipelineConfig]) -> dict[str, str]:
+        """Run again the environments that were READY, as the snapshot kept them; returns,
+        by stack name, why the others cannot be (they are then re-created)."""
+        lost: dict[str, str] = {}
+        for config in configs:
+            if not self._restored.restored:
+                lost[config.stack_name] = str(self._restored.reason)
+            elif not self._exists(config):
+                lost[config.stack_name] = "the environment is not in the emulator's snapshot"
+            else:
+                self._start_runtime(config)
+                clients = AwsClients.for_endpoint(self.endpoint_url, region=config.region)
+                redrive_interrupted(config, clients, self._restored.interrupted)
+        return lost
+
     def stop(self) -> None:
         with self._lock:
             runtimes = list(self._runtimes.values())
             self._runtimes.clear()
         for runtime in runtimes:  # every poller's long poll ends at once, not one by one
             runtime.request_stop()
+        # Drain: no new files; what runs finishes, so the last snapshot has nothing in flight.
+        for runtime in runtimes:
+            runtime.pause_intake()
+        self._drain(self._settings.local_drain_timeout_s)
         for runtime in runtimes:
             runtime.stop()
+        if self._persistence is not None:
+            self._persistence.stop()
+            self._persistence = None
         if self._workers is not None:
             self._workers.stop()
         self._dispatcher.uninstall()
         self._server.stop()
+
+    def _drain(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while (running := running_executions()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if running:
+            # They are marked interrupted at the next start, and their files started again.
+            log.warning("local.drain_timed_out", running_executions=running, timeout_s=timeout_s)
+
+    def _exists(self, config: PipelineConfig) -> bool:
+        clients = AwsClients.for_endpoint(self.endpoint_url, region=config.region)
+        arn = spec.pipeline_arns(config, MOTO_ACCOUNT_ID).state_machine
+        try:
+            clients.stepfunctions.describe_state_machine(stateMachineArn=arn)
+            clients.sqs.get_queue_url(QueueName=spec.names(config, MOTO_ACCOUNT_ID).ingest_queue)
+        except clients.stepfunctions.exceptions.StateMachineDoesNotExist:
+            return False
+        except clients.sqs.exceptions.QueueDoesNotExist:
+            return False
+        return True
 
     def health(self) -> EngineHealth:
         if not self._server.running or not self._server.healthy():
@@ -116,16 +178,19 @@ class LocalHost:
             return
         # Invocations read the function as deployed, so an update needs no restart for its
         # code or settings; the poller restarts in case the queue was replaced.
-        self._stop_runtime(request.config.stack_name)
+        self._start_runtime(request.config)
+
+    def _start_runtime(self, config: PipelineConfig) -> None:
+        self._stop_runtime(config.stack_name)
         runtime = EnvironmentRuntime(
-            request.config,
+            config,
             self._dispatcher,
             self.workers.invoke,
-            self._poller_client(request.config.region),
+            self._poller_client(config.region),
         )
         runtime.start()
         with self._lock:
-            self._runtimes[request.config.stack_name] = runtime
+            self._runtimes[config.stack_name] = runtime
 
     def environment_extras(self) -> dict[str, str]:
         return {"awsEndpointUrl": self.endpoint_url}
@@ -167,6 +232,20 @@ class LocalHost:
                 )
                 self._data_planes[region] = access
             return access
+
+    def evaluate_alarms(self, config: PipelineConfig) -> None:
+        """Play CloudWatch: moto never evaluates alarms (`emulator.alarm_evaluation`)."""
+        with self._lock:
+            clients = self._alarm_clients.get(config.region)
+            if clients is None:
+                clients = AwsClients.for_endpoint(
+                    self.endpoint_url,
+                    region=config.region,
+                    access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                    secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                )
+                self._alarm_clients[config.region] = clients
+        evaluate_alarms(clients, config, MOTO_ACCOUNT_ID, datetime.now(UTC))
 
     def serve_status_api(self, config: PipelineConfig, request: StatusApiRequest) -> StatusApiReply:
         """Play API Gateway for the environment's status API (see `status_api`)."""

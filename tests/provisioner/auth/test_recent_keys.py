@@ -3,6 +3,7 @@ within a second whichever replica revoked it (provisioner.auth.recent)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -14,6 +15,7 @@ from provisioner.auth.repository import ApiKeyRepository
 from provisioner.auth.service import ApiKeys, Principal
 from provisioner.config import Settings
 from provisioner.db import Database
+from provisioner.errors import AuthenticationError
 from tests.factories import auth, create_api_key
 
 
@@ -86,3 +88,34 @@ def test_a_burst_with_one_key_looks_it_up_about_once_per_ttl(
         assert client.get("/environments", headers=auth()).status_code == 200
     elapsed = time.monotonic() - started
     assert 1 <= lookups <= 1 + elapsed / TTL_S
+
+
+def test_concurrent_requests_with_one_key_share_one_look_up() -> None:
+    recent = RecentKeys()
+    principal = Principal(key_id="k", scope="admin")
+    calls = 0
+
+    async def look_up() -> Principal:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        return principal
+
+    async def refused() -> Principal:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.05)
+        raise AuthenticationError("invalid or revoked API key")
+
+    async def burst() -> None:
+        found = await asyncio.gather(*(recent.principal("hash", look_up) for _ in range(20)))
+        assert found == [principal] * 20
+        outcomes = await asyncio.gather(
+            *(recent.principal("wrong", refused) for _ in range(5)), return_exceptions=True
+        )
+        assert all(isinstance(outcome, AuthenticationError) for outcome in outcomes)
+
+    asyncio.run(burst())
+    assert calls == 2
+    assert recent.get("hash") == principal
+    assert recent.get("wrong") is None  # a refusal is never remembered

@@ -23,6 +23,7 @@ from provisioner.engines.worker_host import WorkerOnlyHost
 from provisioner.environments.models import DriftStatus, EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
 from provisioner.environments.schemas import EnvironmentPublic, FleetView, environment_public
+from provisioner.monitoring.models import EnvironmentHealthRow
 from provisioner.operations.models import FINAL_OPERATION_STATES, OperationRow
 from provisioner.schemas import Page
 from provisioner.templates.models import TemplateRow, TemplateVersionRow
@@ -188,7 +189,8 @@ def _reference_page(
 
 def _reference_item(session: Session, row: EnvironmentRow, fleet: FleetView) -> EnvironmentPublic:
     last = session.get(OperationRow, row.last_operation_id) if row.last_operation_id else None
-    return environment_public(row, last, {"awsEndpointUrl": ENDPOINT}, fleet)
+    health = session.get(EnvironmentHealthRow, row.id)
+    return environment_public(row, last, {"awsEndpointUrl": ENDPOINT}, fleet, health)
 
 
 @pytest.fixture

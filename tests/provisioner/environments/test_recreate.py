@@ -10,7 +10,7 @@ from provisioner.app import create_app
 from provisioner.db import Database
 from provisioner.environments.repository import EnvironmentRepository
 from provisioner.environments.service import (
-    recreate_ephemeral_environments,
+    restore_ephemeral_environments,
 )
 from provisioner.operations.models import OperationState
 from provisioner.operations.repository import OperationRepository
@@ -43,7 +43,9 @@ def test_ready_environments_are_recreated_and_queued_work_on_them_cancelled(
         queued = service.run(SYSTEM_PRINCIPAL, "acme", "busy", OperationKind.REFRESH, None, "x")
         queued_id = queued.id
     with database.session() as session:
-        recreated = recreate_ephemeral_environments(session, settings, "local")
+        recreated = restore_ephemeral_environments(
+            session, settings, "local", lambda configs: {c.stack_name: "gone" for c in configs}
+        )
         assert sorted(op.name for op in recreated) == ["busy", "ready"]
         assert all(op.kind == "create" and op.requested_by == "system" for op in recreated)
     with database.session() as session:

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import json
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, text, update
 
 from provisioner.config import Settings
+from provisioner.db import utcnow
+from provisioner.rollouts.models import RolloutTargetRow
 from tests.factories import auth
 from tests.provisioner.conftest import make_settings
 from tests.provisioner.rollouts.conftest import (
@@ -198,3 +201,32 @@ def test_two_replicas_drive_one_rollout_and_run_every_target_once(
     for name in names:
         assert _runs(tmp_path / f"{name}.log", "update") == 1
     assert sorted(verifier.calls) == sorted(f"acme/{name}" for name in names)
+
+
+def test_a_verification_claimed_by_a_dead_replica_is_taken_over_once_stale(
+    tmp_path: Path, rollout_settings: Settings
+) -> None:
+    held = ScriptedVerifier()
+    held.gate = threading.Event()
+    with TestClient(build_app(rollout_settings, held)) as client:
+        _fleet(client, tmp_path, ["e1"], gated=set())
+        rollout = start(client, {"selector": {"template": "gold"}, "strategy": {"verify": True}})
+        wait_until(lambda: held.calls == ["acme/e1"], message="the verification")
+    # As a replica that died mid-verification leaves it: claimed, its claim still fresh.
+    engine = create_engine(rollout_settings.resolved_database_url)
+    claim = update(RolloutTargetRow).values(verify_claimed_by="dead:1:replica")
+    with engine.begin() as connection:
+        connection.execute(claim.values(verify_claimed_at=utcnow() + timedelta(hours=1)))
+    fresh = ScriptedVerifier()
+    with TestClient(build_app(rollout_settings, fresh)) as client:
+        scheduler = client.app.state.services.rollouts  # type: ignore[attr-defined]
+        for _ in range(3):
+            scheduler.tick()
+        assert fresh.calls == []  # a live claim is left alone
+        assert show(client, rollout["id"])["targets"][0]["state"] == "VERIFYING"
+        with engine.begin() as connection:
+            connection.execute(claim.values(verify_claimed_at=utcnow() - timedelta(hours=1)))
+        done = wait_rollout(client, rollout["id"])
+        assert done["state"] == "SUCCEEDED"
+        assert fresh.calls == ["acme/e1"]
+    engine.dispose()

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from provisioner.config import Settings
-from tests.factories import auth, wait_for_operation
+from tests.factories import auth, create_api_key, wait_for_operation
 from tests.provisioner.rollouts.conftest import (
     Sampler,
     ScriptedVerifier,
@@ -308,3 +308,44 @@ def test_verified_waves(client: TestClient, verifier: ScriptedVerifier, failing:
     # the update itself succeeded: the environment is on gold@2, the target counts as failed
     operation = client.get(f"/operations/{by_name['acme/e2']['operationId']}", headers=auth())
     assert operation.json()["state"] == "SUCCEEDED"
+
+
+def test_a_target_its_quota_refuses_fails_without_an_operation(client: TestClient) -> None:
+    _fleet(client, 2)
+    quota = client.put("/admin/tenants/acme", json={"maxMemoryMb": 512}, headers=auth())
+    assert quota.status_code == 200, quota.text
+    done = wait_rollout(
+        client,
+        start(client, {"selector": {"template": "gold"}, "strategy": {"maxFailures": 5}})["id"],
+    )
+    assert done["state"] == "SUCCEEDED"  # within the failure budget
+    for target in done["targets"]:
+        assert target["state"] == "FAILED"
+        assert target["reason"].startswith("not started: ")
+        assert "memory" in target["reason"]
+        assert (target["operationId"], target["attempts"]) == (None, 0)
+    assert client.get("/environments/acme/e1", headers=auth()).json()["template"]["version"] == 1
+
+
+def test_a_protected_target_proceeds_once_approved(client: TestClient) -> None:
+    _fleet(client, 1)
+    client.patch("/environments/acme/e1", json={"protected": True}, headers=auth())
+    rollout = start(client, {"selector": {"template": "gold"}})
+
+    def awaiting() -> str | None:
+        operation_id = show(client, rollout["id"])["targets"][0]["operationId"]
+        if operation_id is None:
+            return None
+        operation = client.get(f"/operations/{operation_id}", headers=auth()).json()
+        return operation_id if operation["state"] == "AWAITING_APPROVAL" else None
+
+    wait_until(lambda: awaiting() is not None, message="the approval")
+    operation_id = awaiting()
+    assert show(client, rollout["id"])["targets"][0]["state"] == "RUNNING"
+    other_admin = create_api_key(client, "admin")
+    approved = client.post(f"/operations/{operation_id}/approve", headers=auth(other_admin))
+    assert approved.status_code == 202, approved.text
+    done = wait_rollout(client, rollout["id"])
+    assert done["state"] == "SUCCEEDED"
+    env = client.get("/environments/acme/e1", headers=auth()).json()
+    assert (env["template"]["version"], env["config"]["memory_mb"]) == (2, 1024)

@@ -1,0 +1,101 @@
+"""The emulator's request gate: WSGI middleware around moto's app that holds requests back while
+a snapshot is taken (`paused`), so that each snapshot falls between whole requests; and counts
+the requests that may have changed something (`changes`), so an idle emulator is not saved.
+
+Two kinds of request do not hold a snapshot up: Lambda invocations (they run handler code for
+up to minutes; what the handler changes comes back through requests of its own) and SQS
+long polls, which mostly wait (a receive is no acknowledgement: a message received but not
+deleted comes back anyway). A snapshot taken while one of them changes moto's state may meet
+a dict that changes size under it; the snapshot is then simply taken again.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Final
+
+# WSGI's shapes, as far as the gate needs them.
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_INVOCATION: Final = re.compile(r"^/\d{4}-\d{2}-\d{2}/functions/[^/]+/invocations$")
+_READ_ACTIONS: Final = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "Head")
+_UNGATED_ACTIONS: Final = ("ReceiveMessage",)
+
+
+def _action(environ: Environ) -> str:
+    """The operation named by a JSON-protocol request (`X-Amz-Target: Service.Action`)."""
+    target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
+    return target.rsplit(".", 1)[-1]
+
+
+def holds_snapshot(environ: Environ) -> bool:
+    """Whether a snapshot must wait for this request to finish."""
+    if _INVOCATION.match(str(environ.get("PATH_INFO", ""))):
+        return False
+    return _action(environ) not in _UNGATED_ACTIONS
+
+
+def may_change(environ: Environ) -> bool:
+    """Whether the request may change the emulator's state (reads and receives do not count)."""
+    if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+        return False
+    action = _action(environ)
+    return not (action.startswith(_READ_ACTIONS) or action in _UNGATED_ACTIONS)
+
+
+class RequestGate:
+    """Wraps moto's WSGI app; see the module docstring."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._condition = threading.Condition()
+        self._active = 0
+        self._paused = False
+        self.changes = 0
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        gated = holds_snapshot(environ)
+        with self._condition:
+            while self._paused:
+                self._condition.wait()
+            if gated:
+                self._active += 1
+            if may_change(environ):
+                self.changes += 1
+        try:
+            # The body is produced inside the gate: a lazy body could read moto's state later.
+            return list(self._app(environ, start_response))
+        finally:
+            if gated:
+                with self._condition:
+                    self._active -= 1
+                    self._condition.notify_all()
+
+    @contextmanager
+    def paused(self, timeout_s: float) -> Iterator[int]:
+        """Hold new requests, wait for those under way; yields `changes` as of the pause.
+
+        Raises TimeoutError if the requests under way take longer than `timeout_s`."""
+        with self._condition:
+            while self._paused:
+                self._condition.wait()
+            self._paused = True
+            try:
+                if not self._condition.wait_for(lambda: self._active == 0, timeout_s):
+                    raise TimeoutError(f"requests still under way after {timeout_s}s")
+                changes = self.changes
+            except BaseException:
+                self._paused = False
+                self._condition.notify_all()
+                raise
+        try:
+            yield changes
+        finally:
+            with self._condition:
+                self._paused = False
+                self._condition.notify_all()

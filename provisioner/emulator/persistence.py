@@ -1,0 +1,141 @@
+"""The emulator's state on disk: restored at start, saved periodically and at shutdown.
+
+A snapshot (`snapshot`) is taken with requests held at the gate (`gate.RequestGate`), written
+atomically to one file under the data directory (0600), every `interval_s` when something
+changed, and once more when the service stops. After a SIGKILL the emulator comes back as of
+the last snapshot: what changed after it (at most `interval_s` of work) is lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import structlog
+
+from provisioner.emulator import snapshot
+from provisioner.emulator.gate import RequestGate
+from provisioner.emulator.snapshot import InterruptedExecution, SnapshotError
+
+log = structlog.get_logger(__name__)
+
+SNAPSHOT_FILE: Final = "snapshot.bin"
+DIRECTORY_MODE: Final = 0o700
+# How long a snapshot waits for requests under way before it gives up (and tries again later).
+_PAUSE_TIMEOUT_S: Final = 10.0
+# A capture that meets a dict changing under it (an ungated request) is simply taken again.
+_CAPTURE_ATTEMPTS: Final = 5
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    """What the start found: restored, or why not (then the emulator starts empty)."""
+
+    restored: bool
+    reason: str | None = None
+    interrupted: list[InterruptedExecution] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SnapshotFigures:
+    size_bytes: int
+    pause_s: float  # requests held at the gate
+    total_s: float  # including the write and fsync
+
+
+class EmulatorPersistence:
+    """Keeps the emulator's state in `directory` (see the module docstring)."""
+
+    def __init__(self, directory: Path, gate: RequestGate, interval_s: float) -> None:
+        self._path = directory / SNAPSHOT_FILE
+        self._directory = directory
+        self._gate = gate
+        self._interval_s = interval_s
+        self._saved_changes = -1
+        self._save_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def restore(self) -> RestoreOutcome:
+        """Load the snapshot into the (freshly reset) emulator, if there is a usable one."""
+        self._private_directory()
+        started = time.perf_counter()
+        try:
+            data = snapshot.read_file(self._path)
+            interrupted = snapshot.restore(data)
+        except SnapshotError as error:
+            log.warning("emulator.snapshot.unusable", path=str(self._path), reason=str(error))
+            return RestoreOutcome(False, str(error))
+        self._saved_changes = self._gate.changes
+        log.info(
+            "emulator.snapshot.restored",
+            size_bytes=len(data),
+            seconds=round(time.perf_counter() - started, 3),
+            interrupted_executions=len(interrupted),
+        )
+        return RestoreOutcome(True, interrupted=interrupted)
+
+    def start(self) -> None:
+        if self._interval_s <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="emulator-snapshots", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> SnapshotFigures | None:
+        """Stop the periodic snapshots and take the last one."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(_PAUSE_TIMEOUT_S * 2)
+            self._thread = None
+        return self.save(force=True)
+
+    def save(self, *, force: bool = False) -> SnapshotFigures | None:
+        """Take and write a snapshot if anything changed since the last one (or `force`)."""
+        with self._save_lock:
+            if not force and self._gate.changes == self._saved_changes:
+                return None
+            started = time.perf_counter()
+            self._private_directory()
+            data, changes, pause_s = self._capture()
+            snapshot.write_file(self._path, data)
+            self._saved_changes = changes
+            figures = SnapshotFigures(len(data), pause_s, time.perf_counter() - started)
+        log.info(
+            "emulator.snapshot.saved",
+            size_bytes=figures.size_bytes,
+            pause_ms=round(figures.pause_s * 1000, 1),
+            total_ms=round(figures.total_s * 1000, 1),
+        )
+        return figures
+
+    def _private_directory(self) -> None:
+        self._directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+        self._directory.chmod(DIRECTORY_MODE)
+
+    def _capture(self) -> tuple[bytes, int, float]:
+        for attempt in range(1, _CAPTURE_ATTEMPTS + 1):
+            paused = time.perf_counter()
+            with self._gate.paused(_PAUSE_TIMEOUT_S) as changes:
+                try:
+                    return snapshot.capture(), changes, time.perf_counter() - paused
+                except RuntimeError as error:  # "... changed size during iteration"
+                    if attempt == _CAPTURE_ATTEMPTS:
+                        raise
+                    log.info("emulator.snapshot.retried", attempt=attempt, error=str(error))
+        raise AssertionError("unreachable")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.save()
+            except (TimeoutError, RuntimeError, OSError, SnapshotError) as error:
+                # The next round tries again; the last good snapshot stays on disk meanwhile.
+                log.warning("emulator.snapshot.failed", error=str(error))

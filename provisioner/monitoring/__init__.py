@@ -1,0 +1,1 @@
+"""Data-plane health of environments: sampled alarms, DLQ depths and file outcomes (§8)."""
