@@ -128,6 +128,19 @@ def test_fleet_and_template_pages(page: Page, fleet: Service) -> None:
     expect(latest.nth(3)).to_have_text("3")  # outdated
     screenshot(page, "fleet", full_page=True)
 
+    # The outdated count opens the list of exactly those environments.
+    counts.locator("[data-count='outdated']").click()
+    expect(page.get_by_role("heading", level=1, name="Environments")).to_be_visible()
+    expect(page.get_by_label("Template and drift")).to_have_value("outdated")
+    expect(page.locator("tr[data-environment]")).to_have_count(3)
+    expect(page.locator("tr[data-environment='globex/plain']")).to_have_count(0)
+    page.get_by_label("Template and drift").select_option("current")
+    expect(page.locator("tr[data-environment]")).to_have_count(1)
+    page.get_by_label("Template and drift").select_option("drifted")
+    expect(page.get_by_text("No environments match these filters.")).to_be_visible()
+    page.go_back()
+    expect(page.get_by_role("heading", level=1, name="Fleet")).to_be_visible()
+
     # A tenant's own fleet, by the filter.
     page.get_by_role("searchbox", name="Tenant").fill("acme")
     page.get_by_role("button", name="Apply").click()

@@ -6,34 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.out_of_band import break_status_table, function_configuration, repair_status_table
+from tests.e2e.fleet import BETWEEN_THRESHOLDS, deployed, publish
+from tests.e2e.out_of_band import break_status_table, repair_status_table
 from tests.e2e.service import RunningService
-from tests.e2e.trades import ROWS, trades_csv
+from tests.e2e.trades import ROWS
 
 GOLD_1 = {"memory_mb": 512, "max_bad_row_ratio": 0.05}
 GOLD_2 = {"memory_mb": 1024, "max_bad_row_ratio": 0.25}
-# One bad row in seven (14 %): rejected under gold@1's 5 %, accepted under gold@2's 25 %.
-BETWEEN_THRESHOLDS = trades_csv([*ROWS, ("not-a-time", "AAPL", "1", "1")])
-STAGES = ("validator", "processor", "aggregator")
-
-
-def publish(service: RunningService, name: str, config: dict[str, Any]) -> dict[str, Any]:
-    existing = service.client.get(f"/templates/{name}")
-    path = (
-        "/admin/templates" if existing.status_code == 404 else f"/admin/templates/{name}/versions"
-    )
-    body = {"name": name, "config": config} if existing.status_code == 404 else {"config": config}
-    response = service.client.post(path, json=body)
-    assert response.status_code == 201, response.text
-    published: dict[str, Any] = response.json()
-    return published
-
-
-def deployed(service: RunningService, environment: dict[str, Any]) -> tuple[set[int], str]:
-    """The stage functions' memory sizes and the validator's threshold, as the emulator has them."""
-    memory = {function_configuration(service, environment, stage)["MemorySize"] for stage in STAGES}
-    variables = function_configuration(service, environment, "validator")["Environment"]
-    return memory, variables["Variables"]["MAX_BAD_ROW_RATIO"]
 
 
 def check_file(service: RunningService, environment: dict[str, Any], key: str) -> dict[str, Any]:

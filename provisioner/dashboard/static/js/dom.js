@@ -57,6 +57,12 @@ const STATE_TONES = {
   ALARM: "bad",
   UNKNOWN: "muted",
   INSUFFICIENT_DATA: "muted",
+  // Rollouts and their targets (docs/architecture.md §7).
+  PENDING: "muted",
+  SKIPPED: "muted",
+  PAUSED: "warn",
+  HALTING: "warn",
+  HALTED: "bad",
 };
 
 /** A state as a badge: the word is always shown, the colour only adds to it. */

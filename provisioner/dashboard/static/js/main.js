@@ -9,6 +9,8 @@ import * as create from "./views/create.js";
 import * as environment from "./views/environment.js";
 import * as environments from "./views/environments.js";
 import * as files from "./views/files.js";
+import * as rollout from "./views/rollout.js";
+import * as rollouts from "./views/rollouts.js";
 import * as fleet from "./views/fleet.js";
 import * as signin from "./views/signin.js";
 import * as template from "./views/template.js";
@@ -25,6 +27,8 @@ const ROUTES = [
   { pattern: /^\/templates$/, view: templates, section: "templates" },
   { pattern: /^\/templates\/([^/]+)$/, view: template, section: "templates" },
   { pattern: /^\/approvals$/, view: approvals, section: "approvals" },
+  { pattern: /^\/rollouts$/, view: rollouts, section: "rollouts" },
+  { pattern: /^\/rollouts\/([^/]+)$/, view: rollout, section: "rollouts" },
 ];
 const AUTO_REFRESH_MS = 5000;
 
@@ -222,6 +226,7 @@ document.addEventListener("keydown", (event) => {
     else if (event.key === "f") navigate("/fleet");
     else if (event.key === "t") navigate("/templates");
     else if (event.key === "p") navigate("/approvals");
+    else if (event.key === "o") navigate("/rollouts");
     return;
   }
   if (event.key === "g") {

@@ -1,4 +1,4 @@
-// Following an operation's Server-Sent Events. EventSource cannot send an Authorization
+// Following Server-Sent Events (an operation's, a rollout's). EventSource cannot send an Authorization
 // header, so the stream is read with fetch() and parsed here (the WHATWG text/event-stream
 // rules); after a drop it reconnects with Last-Event-ID and the service replays what was missed.
 
@@ -73,12 +73,14 @@ const sleep = (ms, signal) =>
 const MAX_BACKOFF_MS = 10_000;
 
 /**
- * Follows one operation until its `operation.finished` event, reconnecting after drops.
+ * Follows one event stream (`streamPath`) until it is over, reconnecting after drops with
+ * Last-Event-ID. It is over at an event of type `finalType`, or when a stream ends and
+ * `isActive(signal)` says the thing it follows has ended.
  * handlers: onEvent({id, type, data}) with data parsed from JSON,
  *           onStatus({state: "connecting"|"live"|"reconnecting"|"ended"|"error", delayMs?, message?}).
  * Returns {stop(), done: Promise}.
  */
-export function followOperation(operationId, { onEvent, onStatus = () => {} }) {
+export function followEvents(streamPath, { finalType = null, isActive, onEvent, onStatus = () => {} }) {
   const controller = new AbortController();
   let lastEventId = "";
   let finished = false;
@@ -94,14 +96,14 @@ export function followOperation(operationId, { onEvent, onStatus = () => {} }) {
     } catch {
       data = { message: event.data };
     }
-    if (event.type === "operation.finished") finished = true;
+    if (finalType && event.type === finalType) finished = true;
     failures = 0;
     onEvent({ id: event.id, type: event.type, data });
   };
 
   async function readOnce() {
     const headers = lastEventId ? { "Last-Event-ID": lastEventId } : {};
-    const response = await request("GET", path`/operations/${operationId}/events`, {
+    const response = await request("GET", streamPath, {
       raw: true,
       headers,
       signal: controller.signal,
@@ -128,11 +130,8 @@ export function followOperation(operationId, { onEvent, onStatus = () => {} }) {
       try {
         retryMs = (await readOnce()) ?? retryMs;
         // A stream can end without a final event (the connection dropped, the service shut
-        // down): the operation's state tells whether to resume or stop.
-        if (!finished) {
-          const operation = await api.get(path`/operations/${operationId}`, { signal: controller.signal });
-          if (!ACTIVE_STATES.has(operation.state)) finished = true;
-        }
+        // down): the followed thing's state tells whether to resume or stop.
+        if (!finished && !(await isActive(controller.signal))) finished = true;
       } catch (error) {
         if (error.name === "AbortError") return;
         // 4xx (gone, not allowed, signed out) will not get better by retrying.
@@ -161,4 +160,14 @@ export function followOperation(operationId, { onEvent, onStatus = () => {} }) {
       return lastEventId;
     },
   };
+}
+
+/** Follows one operation until its `operation.finished` event (see followEvents). */
+export function followOperation(operationId, { onEvent, onStatus = () => {} }) {
+  return followEvents(path`/operations/${operationId}/events`, {
+    finalType: "operation.finished",
+    isActive: async (signal) => ACTIVE_STATES.has((await api.get(path`/operations/${operationId}`, { signal })).state),
+    onEvent,
+    onStatus,
+  });
 }

@@ -1,4 +1,4 @@
-// The environments table: filters (tenant, state), pages, auto-refresh.
+// The environments table: filters (tenant, state, outdated or drifted), pages, auto-refresh.
 
 import { api } from "../api.js";
 import { ago, badge, environmentHref, errorBox, h, loading, offsetFrom, pageHeading, pager, replace, statusRegion, tableWrap, timeAgo } from "../dom.js";
@@ -11,6 +11,8 @@ export function mount(main, ctx) {
   const state = {
     tenant: ctx.query.get("tenant") || "",
     state: ctx.query.get("state") || "",
+    // "outdated", "current" or "drifted" (the API's ?outdated= and ?drifted=).
+    fleet: ctx.query.get("fleet") || "",
     offset: offsetFrom(ctx.query),
   };
   let lastRendered = null;
@@ -31,6 +33,15 @@ export function mount(main, ctx) {
     ENVIRONMENT_STATES.map((value) => h("option", { value }, value)),
   );
   stateSelect.value = state.state;
+  const fleetSelect = h(
+    "select",
+    { id: "filter-fleet" },
+    h("option", { value: "" }, "Any"),
+    h("option", { value: "outdated" }, "Outdated"),
+    h("option", { value: "current" }, "Current"),
+    h("option", { value: "drifted" }, "Drifted"),
+  );
+  fleetSelect.value = state.fleet;
   const autoRefresh = h("input", { id: "auto-refresh", type: "checkbox", checked: true });
   const updated = statusRegion({ class: "muted small", "aria-live": "off" });
   const results = h("div", { class: "results", "aria-live": "off" }, loading("Loading environments…"));
@@ -41,8 +52,9 @@ export function mount(main, ctx) {
   function applyFilters() {
     state.tenant = tenantInput.value.trim();
     state.state = stateSelect.value;
+    state.fleet = fleetSelect.value;
     state.offset = 0;
-    ctx.setQuery({ tenant: state.tenant, state: state.state });
+    ctx.setQuery({ tenant: state.tenant, state: state.state, fleet: state.fleet });
     load();
   }
   tenantInput.addEventListener("input", () => {
@@ -50,6 +62,7 @@ export function mount(main, ctx) {
     debounce = setTimeout(applyFilters, 300);
   });
   stateSelect.addEventListener("change", applyFilters);
+  fleetSelect.addEventListener("change", applyFilters);
   ctx.onCleanup(() => clearTimeout(debounce));
 
   main.append(
@@ -70,6 +83,7 @@ export function mount(main, ctx) {
       },
       h("div", { class: "field" }, h("label", { for: "filter-tenant" }, "Tenant"), tenantInput),
       h("div", { class: "field" }, h("label", { for: "filter-state" }, "State"), stateSelect),
+      h("div", { class: "field" }, h("label", { for: "filter-fleet" }, "Template and drift"), fleetSelect),
       h("div", { class: "field field-inline" }, autoRefresh, h("label", { for: "auto-refresh" }, "Auto-refresh every 5 s")),
       refreshButton,
       updated,
@@ -79,7 +93,14 @@ export function mount(main, ctx) {
   );
 
   async function load() {
-    const query = { tenant: state.tenant, state: state.state, limit: PAGE_SIZE, offset: state.offset };
+    const query = {
+      tenant: state.tenant,
+      state: state.state,
+      outdated: { outdated: "true", current: "false" }[state.fleet],
+      drifted: state.fleet === "drifted" ? "true" : undefined,
+      limit: PAGE_SIZE,
+      offset: state.offset,
+    };
     results.setAttribute("aria-busy", "true");
     try {
       const page = await api.get("/environments", { query, signal: ctx.signal });
@@ -99,7 +120,7 @@ export function mount(main, ctx) {
     if (page.items.length === 0 && page.total > 0 && state.offset > 0) {
       // The page emptied (environments went away): go back to the last page that has any.
       state.offset = Math.max(0, Math.floor((page.total - 1) / PAGE_SIZE) * PAGE_SIZE);
-      ctx.setQuery({ tenant: state.tenant, state: state.state, offset: state.offset });
+      ctx.setQuery({ tenant: state.tenant, state: state.state, fleet: state.fleet, offset: state.offset });
       load();
       return;
     }
@@ -112,7 +133,7 @@ export function mount(main, ctx) {
     lastRendered = signature;
     renderPager(page);
     if (page.items.length === 0) {
-      const filtered = state.tenant || state.state;
+      const filtered = state.tenant || state.state || state.fleet;
       replace(
         results,
         h(
@@ -167,7 +188,7 @@ export function mount(main, ctx) {
   function renderPager(page) {
     const move = (offset) => {
       state.offset = offset;
-      ctx.setQuery({ tenant: state.tenant, state: state.state, offset });
+      ctx.setQuery({ tenant: state.tenant, state: state.state, fleet: state.fleet, offset });
       load();
     };
     replace(pages, pager(page, PAGE_SIZE, move, { label: "Pages of environments" }));
@@ -176,6 +197,7 @@ export function mount(main, ctx) {
   function clearFilters() {
     tenantInput.value = "";
     stateSelect.value = "";
+    fleetSelect.value = "";
     applyFilters();
     tenantInput.focus();
   }
