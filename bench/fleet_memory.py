@@ -99,10 +99,22 @@ def show(title: str, tree: Tree) -> None:
         print(f"    {kind:<52}{count:>4} × · RSS {rss / MB:>6.0f} MB · PSS {pss / MB:>6.0f} MB")
 
 
+def get(client: httpx.Client, path: str) -> httpx.Response:
+    """GET, retried on a dropped connection (a loaded machine resets idle keep-alives)."""
+    for attempt in range(5):
+        try:
+            return client.get(path)
+        except httpx.TransportError:
+            if attempt == 4:
+                raise
+            time.sleep(1)
+    raise AssertionError("unreachable")
+
+
 def wait_operation(client: httpx.Client, operation_id: str, timeout_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
-        body: dict[str, Any] = client.get(f"/operations/{operation_id}").json()
+        body: dict[str, Any] = get(client, f"/operations/{operation_id}").json()
         if body["state"] not in ("QUEUED", "RUNNING"):
             return body
         if time.monotonic() > deadline:
@@ -118,7 +130,7 @@ def one_environment(client: httpx.Client, index: int) -> None:
     finished = wait_operation(client, response.json()["id"], 1800)
     if finished["state"] != "SUCCEEDED":
         raise RuntimeError(f"{tenant}/{name}: {finished}")
-    environment = client.get(f"/environments/{tenant}/{name}").json()
+    environment = get(client, f"/environments/{tenant}/{name}").json()
     bucket = environment["outputs"]["bucketName"]
     s3 = boto3.client(
         "s3",
@@ -131,7 +143,7 @@ def one_environment(client: httpx.Client, index: int) -> None:
     identifier = file_id(bucket, "incoming/one.csv", version)
     deadline = time.monotonic() + 900
     while time.monotonic() < deadline:
-        item = client.get(f"/environments/{tenant}/{name}/files/{identifier}")
+        item = get(client, f"/environments/{tenant}/{name}/files/{identifier}")
         if item.status_code == 200 and item.json()["status"] in ("COMPLETED", "FAILED"):
             if item.json()["status"] != "COMPLETED":
                 raise RuntimeError(f"{tenant}/{name}: {item.json()}")
@@ -145,6 +157,9 @@ def main() -> None:
     parser.add_argument("--environments", type=int, default=20)
     parser.add_argument("--workers", type=int, default=0, help="runtime workers (0: CPU cores)")
     parser.add_argument("--parallel", type=int, default=2, help="environments set up at once")
+    parser.add_argument(
+        "--step", type=int, default=0, help="also measure after every STEP environments"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
@@ -160,14 +175,16 @@ def main() -> None:
             "PROVISIONER_MAX_CONCURRENT_OPERATIONS": str(args.parallel),
             "PROVISIONER_LOG_LEVEL": "WARNING",
         }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "provisioner"],
-            env=environment,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log_path = Path(tmp) / "service.log"
+        with log_path.open("wb") as log:
+            server = subprocess.Popen(
+                [sys.executable, "-m", "provisioner"], env=environment, stdout=log, stderr=log
+            )
         try:
             run(server.pid, f"http://127.0.0.1:{port}", args)
+        except BaseException:
+            print("the service's last lines:", *log_path.read_text().splitlines()[-30:], sep="\n")
+            raise
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -193,23 +210,29 @@ def run(service_pid: int, base_url: str, args: argparse.Namespace) -> None:
         time.sleep(2)
         empty = measure(service_pid)
         show("no environment", empty)
+        sys.stdout.flush()
         started = time.monotonic()
+        step = args.step or args.environments
+        done = 0
         with ThreadPoolExecutor(max_workers=args.parallel) as pool:
-            list(pool.map(lambda index: one_environment(client, index), range(args.environments)))
-        print(
-            f"\n{args.environments} environments created and one file COMPLETED through each "
-            f"in {time.monotonic() - started:.0f} s"
-        )
-        time.sleep(2)
-        full = measure(service_pid)
-        show(f"{args.environments} active environments", full)
-        count = max(1, args.environments)
-        print(
-            f"\nper active environment: PSS {(full.pss - empty.pss) / count / MB:.1f} MB "
-            f"(RSS {(full.rss - empty.rss) / count / MB:.1f} MB) beyond the empty service; "
-            f"whole tree {full.pss / MB:.0f} MB PSS / {full.rss / MB:.0f} MB RSS, "
-            f"{full.processes} processes"
-        )
+            while done < args.environments:
+                batch = range(done, min(done + step, args.environments))
+                list(pool.map(lambda index: one_environment(client, index), batch))
+                done = batch.stop
+                print(
+                    f"\n{done} environments created and one file COMPLETED through each "
+                    f"in {time.monotonic() - started:.0f} s"
+                )
+                time.sleep(2)
+                full = measure(service_pid)
+                show(f"{done} active environments", full)
+                print(
+                    f"per active environment: PSS {(full.pss - empty.pss) / done / MB:.1f} MB "
+                    f"(RSS {(full.rss - empty.rss) / done / MB:.1f} MB) beyond the empty "
+                    f"service; whole tree {full.pss / MB:.0f} MB PSS / {full.rss / MB:.0f} MB "
+                    f"RSS, {full.processes} processes",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

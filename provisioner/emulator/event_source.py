@@ -335,6 +335,11 @@ class IngestPoller:
         self._thread.start()
         logger.info("emulator.poller.started", queue=self.queue_arn)
 
+    def request_stop(self) -> None:
+        """Ask the thread to stop after its current poll, without waiting (`stop` waits): a
+        host with many pollers asks them all first, so their long polls end together."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         thread = self._thread

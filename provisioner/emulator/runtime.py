@@ -61,6 +61,10 @@ class EnvironmentRuntime:
         self._poller.start()
         log.info("runtime.started", environment=self.config.stack_name)
 
+    def request_stop(self) -> None:
+        """Start stopping (see `IngestPoller.request_stop`); `stop` finishes it."""
+        self._poller.request_stop()
+
     def pause_intake(self) -> None:
         """Take no more messages from the ingest queue (what is running goes on)."""
         self._poller.stop()

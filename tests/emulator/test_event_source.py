@@ -377,6 +377,25 @@ def test_ingest_poller_drains_the_queue_and_stops_promptly(clients: AwsClients) 
     assert sorted(r["body"] for r in recorder.records) == ["a", "b", "c"]
 
 
+def test_pollers_asked_to_stop_together_end_without_waiting_for_each_other(
+    clients: AwsClients,
+) -> None:
+    pollers = []
+    for index in range(3):
+        url, arn, _ = _fifo_queue(clients, f"many{index}")
+        pollers.append(IngestPoller(clients.sqs, url, arn, Recorder(), wait_time_s=1))
+    for poller in pollers:
+        poller.start()
+    for poller in pollers:
+        poller.request_stop()  # returns at once; the threads end after their current poll
+    deadline = time.monotonic() + 15
+    while any(poller.running for poller in pollers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(poller.running for poller in pollers)
+    for poller in pollers:
+        poller.stop()  # nothing left to wait for
+
+
 def test_ingest_poller_backs_off_on_sqs_errors(clients: AwsClients) -> None:
     url, arn, _ = _fifo_queue(clients, "vanishing")
     clients.sqs.delete_queue(QueueUrl=url)

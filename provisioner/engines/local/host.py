@@ -126,6 +126,8 @@ class LocalHost:
         with self._lock:
             runtimes = list(self._runtimes.values())
             self._runtimes.clear()
+        for runtime in runtimes:  # every poller's long poll ends at once, not one by one
+            runtime.request_stop()
         # Drain: no new files; what runs finishes, so the last snapshot has nothing in flight.
         for runtime in runtimes:
             runtime.pause_intake()
