@@ -54,6 +54,15 @@ class Service:
         assert response.status_code == 202, response.text
         return self.wait(response.json()["id"])
 
+    def wait_for_sample(self, **expected: int) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            samples = self.client.get("/fleet/history", params={"minutes": 5}).json()["samples"]
+            if samples and all(samples[-1][field] == value for field, value in expected.items()):
+                return
+            assert time.monotonic() < deadline, samples[-1:]
+            time.sleep(0.2)
+
     def key(self, scope: str) -> str:
         response = self.client.post("/admin/api-keys", json={"scope": scope})
         assert response.status_code == 201, response.text
@@ -99,6 +108,9 @@ def test_fleet_and_template_pages(page: Page, fleet: Service) -> None:
     broken = fleet.create("globex", "broken", tags={"script-fail-at": "1"})
     assert broken["state"] == "FAILED"
     fleet.publish("/admin/templates/gold/versions", {"config": {"memory_mb": 2048}})
+    # The page reads the history once and then every 15 s: wait for the scheduler's first
+    # sample that has seen all of the above, so the page's first read already holds it.
+    fleet.wait_for_sample(failing=1, outdated=3)
 
     sign_in(page, fleet.url)
     page.get_by_role("link", name="Fleet", exact=True).click()

@@ -323,6 +323,9 @@ def deploy(
 
 
 def _deploy(config: PipelineConfig, program: Program, mocks: AwsMocks) -> Deployment:
+    # The mocks run on the thread's current event loop, which an `asyncio.run` earlier in this
+    # process (another module's test on the same xdist worker) leaves unset.
+    _ensure_event_loop()
     monitor = RecordingMonitor(mocks)
     collect = _Collect()
     # Not from logging.getLogger: one unregistered logger per run, nothing kept globally.

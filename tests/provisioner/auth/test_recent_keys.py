@@ -115,7 +115,13 @@ def test_concurrent_requests_with_one_key_share_one_look_up() -> None:
         )
         assert all(isinstance(outcome, AuthenticationError) for outcome in outcomes)
 
-    asyncio.run(burst())
+    # Its own loop, closed after, rather than asyncio.run: that leaves the main thread with no
+    # current loop, which Pulumi's mocks (tests/stacks, same xdist worker) rely on.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(burst())
+    finally:
+        loop.close()
     assert calls == 2
     assert recent.get("hash") == principal
     assert recent.get("wrong") is None  # a refusal is never remembered
