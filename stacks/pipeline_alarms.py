@@ -2,7 +2,7 @@
 the encrypted topic and its policy, the optional e-mail subscription, one alarm per metric.
 
 Part of the Pulumi renderer (`stacks.pipeline` calls `alarm_topic`); it only renders the model
-(`stacks.resources.alarm_settings`, `ALARM_TOPIC`, `ALARM_KEY`, `stacks.policies`).
+(`stacks.alarm_resources.alarm_settings`, `ALARM_TOPIC`, `ALARM_KEY`, `stacks.policies`).
 """
 
 from __future__ import annotations

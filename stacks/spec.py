@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Final
 
 from handlers.core.status_model import TTL_ATTRIBUTE
+from stacks.alarm_resources import ALARM_KEY, ALARM_TOPIC, AlarmSettings, alarm_settings
 from stacks.config import PipelineConfig
 from stacks.naming import (
     ALARMS,
@@ -46,8 +47,6 @@ from stacks.policies import (
     state_machine_policy,
 )
 from stacks.resources import (
-    ALARM_KEY,
-    ALARM_TOPIC,
     API,
     API_RESOURCE_KEYS,
     ARCHIVE_STORAGE_CLASS,
@@ -67,12 +66,10 @@ from stacks.resources import (
     STATE_MACHINE,
     STATUS_TABLE,
     WORK_PREFIX,
-    AlarmSettings,
     InventoryItem,
     LifecycleRule,
     QueueSettings,
     TableSettings,
-    alarm_settings,
     api_invoke_source_arn,
     api_request_parameters,
     billing_mode,

@@ -1,8 +1,8 @@
 """CloudWatch's alarm evaluation, played for the local engine (moto stores alarms, never
 evaluates them).
 
-For each alarm of the model (`stacks.resources.alarm_settings`) the metric is computed from the
-emulator itself, as AWS would publish it: a dead-letter queue's
+For each alarm of the model (`stacks.alarm_resources.alarm_settings`) the metric is computed
+from the emulator itself, as AWS would publish it: a dead-letter queue's
 `ApproximateNumberOfMessagesVisible` is the queue's visible messages now, the state machine's
 `ExecutionsFailed` is the number of executions that failed within the alarm's period. The
 alarm's threshold and comparison then decide its state, and `SetAlarmState` records a change,
