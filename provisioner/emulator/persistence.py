@@ -113,12 +113,13 @@ class EmulatorPersistence:
         self._thread.start()
 
     def stop(self) -> SnapshotFigures | None:
-        """Stop the periodic snapshots and take the last one."""
+        """Stop the periodic snapshots and take the last one, unless the one on disk (a periodic
+        one that just finished, say) already holds every change."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(_PAUSE_TIMEOUT_S * 2)
             self._thread = None
-        return self.save(force=True)
+        return self.save()
 
     @property
     def durable_changes(self) -> int:
