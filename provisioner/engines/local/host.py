@@ -22,6 +22,7 @@ from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.alarm_evaluation import evaluate_alarms
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
+from provisioner.emulator.in_process import InProcessTransport
 from provisioner.emulator.lambda_dispatch import (
     FunctionStats,
     InvocationResult,
@@ -32,6 +33,7 @@ from provisioner.emulator.runtime import EnvironmentRuntime
 from provisioner.emulator.runtime_workers import LOCAL_CREDENTIALS, RuntimeWorkers
 from provisioner.emulator.server import EmulatorServer
 from provisioner.emulator.snapshot import running_executions
+from provisioner.emulator.step_functions import FastInterpreter
 from provisioner.engines.aws import DataPlaneAccess
 from provisioner.engines.base import (
     EngineHealth,
@@ -75,6 +77,9 @@ class LocalHost:
         self._alarm_clients: dict[str, AwsClients] = {}
         self._poller_clients: dict[str, SQSClient] = {}
         self._workers: RuntimeWorkers | None = None
+        # The service's own requests to the emulator skip the socket (`emulator.in_process`).
+        self._transport: InProcessTransport | None = None
+        self._interpreter: FastInterpreter | None = None
         self._lock = threading.Lock()
 
     @property
@@ -93,6 +98,9 @@ class LocalHost:
         )
         self._restored = self._persistence.restore()
         self._dispatcher.install()
+        self._transport = InProcessTransport(self._server.gate, self.endpoint_url)
+        self._interpreter = FastInterpreter(self._transport)
+        self._interpreter.install()
         self._workers = RuntimeWorkers(
             self._settings.local_runtime_workers or os.cpu_count() or 1,
             self.endpoint_url,
@@ -100,6 +108,12 @@ class LocalHost:
         )
         self._persistence.start()
         log.info("local.emulator_ready", endpoint=self.endpoint_url, workers=self._workers.size)
+
+    @property
+    def transport(self) -> InProcessTransport:
+        if self._transport is None:
+            raise RuntimeError("the local host is not started")
+        return self._transport
 
     @property
     def workers(self) -> RuntimeWorkers:
@@ -139,6 +153,9 @@ class LocalHost:
             self._persistence = None
         if self._workers is not None:
             self._workers.stop()
+        if self._interpreter is not None:
+            self._interpreter.uninstall()
+            self._interpreter = None
         self._dispatcher.uninstall()
         self._server.stop()
 
@@ -203,12 +220,9 @@ class LocalHost:
         with self._lock:
             client = self._poller_clients.get(region)
             if client is None:
-                client = boto3.session.Session().client(
+                client = self._local_session(region).client(
                     "sqs",
                     endpoint_url=self.endpoint_url,
-                    region_name=region,
-                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                     config=Config(
                         max_pool_connections=_POLLER_CONNECTIONS,
                         retries={"max_attempts": 3, "mode": "standard"},
@@ -217,18 +231,21 @@ class LocalHost:
                 self._poller_clients[region] = client
             return client
 
+    def _local_session(self, region: str) -> boto3.session.Session:
+        """A session for the service's own clients of the emulator: sent in process."""
+        return self.transport.session(
+            region=region,
+            access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
     def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
         # One per region, kept: its clients are reused by every request.
         with self._lock:
             access = self._data_planes.get(region)
             if access is None:
-                session = boto3.Session(
-                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                    region_name=region,
-                )
                 access = DataPlaneAccess(
-                    session, endpoint_url=self.endpoint_url, raw_event_keys=True
+                    self._local_session(region), endpoint_url=self.endpoint_url, raw_event_keys=True
                 )
                 self._data_planes[region] = access
             return access
@@ -238,11 +255,10 @@ class LocalHost:
         with self._lock:
             clients = self._alarm_clients.get(config.region)
             if clients is None:
-                clients = AwsClients.for_endpoint(
-                    self.endpoint_url,
+                clients = AwsClients(
+                    self._local_session(config.region),
                     region=config.region,
-                    access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    endpoint_url=self.endpoint_url,
                 )
                 self._alarm_clients[config.region] = clients
         evaluate_alarms(clients, config, MOTO_ACCOUNT_ID, datetime.now(UTC))
