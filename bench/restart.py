@@ -5,8 +5,10 @@
 Starts the service as `make run` does (its own process, local engine, JSON logs), creates N
 environments, puts `--files` trade files of about `--kb` KB through each, waits for every one
 to be COMPLETED, then stops it with SIGTERM and starts it again on the same data dir. Reports
-the last snapshot's size, how long it held requests and took in all (the service's own
-`emulator.snapshot.saved` line), the SIGTERM-to-exit time, the restore time
+the last snapshot's size (and its payload files'), how long it held requests and took in all
+(the service's own `emulator.snapshot.saved` line; also the median and maximum of every
+snapshot taken while filling), how long the uploads through the published endpoint took to be
+answered (durable), the SIGTERM-to-exit time, the restore time
 (`emulator.snapshot.restored`), the start-to-every-environment-READY time, and checks that
 every file is still COMPLETED with attempt 1.
 """
@@ -17,6 +19,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,7 +104,9 @@ class Service:
         return found
 
 
-def fill(service: Service, index: int, files: int, kb: int) -> list[tuple[str, str]]:
+def fill(
+    service: Service, index: int, files: int, kb: int, put_s: list[float]
+) -> list[tuple[str, str]]:
     tenant, name = f"fleet{index}", "keep"
     response = service.client.post("/environments", json={"tenant": tenant, "name": name})
     response.raise_for_status()
@@ -120,7 +125,10 @@ def fill(service: Service, index: int, files: int, kb: int) -> list[tuple[str, s
     uploaded = []
     for number in range(files):
         key = f"incoming/f{number}.csv"
-        version = s3.put_object(Bucket=bucket, Key=key, Body=trades(kb, index * 100 + number))
+        body = trades(kb, index * 100 + number)
+        started = time.perf_counter()
+        version = s3.put_object(Bucket=bucket, Key=key, Body=body)
+        put_s.append(time.perf_counter() - started)
         uploaded.append((f"{tenant}/{name}", file_id(bucket, key, version["VersionId"])))
     for environment_path, identifier in uploaded:
         deadline = time.monotonic() + 1800
@@ -146,18 +154,33 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
         data_dir = Path(tmp) / "data"
         first = Service(data_dir)
+        put_s: list[float] = []
         with ThreadPoolExecutor(max_workers=2) as pool:
             batches = pool.map(
-                lambda index: fill(first, index, args.files, args.kb), range(args.environments)
+                lambda index: fill(first, index, args.files, args.kb, put_s),
+                range(args.environments),
             )
             uploaded = [entry for batch in batches for entry in batch]
+        during = first.events("emulator.snapshot.saved")
         stop_s = first.stop()
         saved = first.events("emulator.snapshot.saved")[-1]
         size = (data_dir / "emulator" / "snapshot.bin").stat().st_size
+        blobs = data_dir / "emulator" / "blobs"
+        blob_bytes = sum(p.stat().st_size for p in blobs.iterdir()) if blobs.is_dir() else 0
+        pauses = sorted(float(event["pause_ms"]) for event in during)
+        totals = sorted(float(event["total_ms"]) for event in during)
+        puts = sorted(put_s)
         print(
             f"{args.environments} environments, {len(uploaded)} files of ~{args.kb} KB COMPLETED\n"
-            f"last snapshot: {size / MB:.1f} MB, requests held {saved['pause_ms']} ms, "
-            f"written in {saved['total_ms']} ms; SIGTERM to exit {stop_s:.1f} s"
+            f"last snapshot: {size / MB:.1f} MB (+ {blob_bytes / MB:.1f} MB of payload files), "
+            f"requests held {saved['pause_ms']} ms, written in {saved['total_ms']} ms; "
+            f"SIGTERM to exit {stop_s:.1f} s\n"
+            f"{len(during)} snapshots while filling: requests held p50 "
+            f"{statistics.median(pauses or [0.0]):.1f} ms / max {max(pauses or [0.0]):.1f} ms, "
+            f"total p50 {statistics.median(totals or [0.0]):.1f} ms / "
+            f"max {max(totals or [0.0]):.1f} ms\n"
+            f"uploads through the published endpoint answered in p50 "
+            f"{statistics.median(puts) * 1000:.0f} ms, max {puts[-1] * 1000:.0f} ms"
         )
 
         second = Service(data_dir)

@@ -1,6 +1,8 @@
 """The emulator's request gate: WSGI middleware around moto's app that holds requests back while
 a snapshot is taken (`paused`), so that each snapshot falls between whole requests; and counts
-the requests that may have changed something (`changes`), so an idle emulator is not saved.
+the requests that may have changed something (`changes`), so an idle emulator is not saved
+and a wait for durability knows which snapshot holds it. Both of the server's listeners pass
+the one gate, so a pause holds them both.
 
 Two kinds of request do not hold a snapshot up: Lambda invocations (they run handler code for
 up to minutes; what the handler changes comes back through requests of its own) and SQS

@@ -1,9 +1,27 @@
-"""The emulator's state on disk: restored at start, saved periodically and at shutdown.
+"""The emulator's state on disk: restored at start, saved on demand, periodically and at
+shutdown.
 
-A snapshot (`snapshot`) is taken with requests held at the gate (`gate.RequestGate`), written
-atomically to one file under the data directory (0600), every `interval_s` when something
-changed, and once more when the service stops. After a SIGKILL the emulator comes back as of
-the last snapshot: what changed after it (at most `interval_s` of work) is lost.
+A snapshot (`snapshot`) is taken with requests held at the gate (`gate.RequestGate`), so it is
+a consistent cut of the emulator, and written atomically to one file under the data directory
+(0600), its large payloads beside it (`blobs`). It is taken when someone waits for durability
+(`wait_durable`: the published listener before it answers a write, the service before it
+acknowledges an upload or an operation), every `interval_s` when something changed, and once
+more when the service stops. Waits are group commits: a waiter that finds a snapshot being
+taken waits for it to finish, then takes one more only if its changes are not in it, so one
+snapshot covers every waiter that arrived meanwhile.
+
+After a SIGKILL the emulator comes back as of the last snapshot: every write acknowledged to a
+party outside the service is in it. The service's own traffic since (the pipeline's progress)
+is lost with it, and the executions that were running at the cut are started again
+(`provisioner.engines.local.recovery`).
+
+Why the pickle is not taken in a forked child (as Redis's BGSAVE does, pausing only for the
+fork): the service runs dozens of threads (the HTTP servers, pollers, operation runners, the
+Step Functions interpreters), and a fork copies only the calling one; a lock held by any other
+at that instant (moto's per-object locks, logging's, the import lock) stays held forever in the
+child, so the child can deadlock while pickling, and CPython deprecates fork in a threaded
+process for that reason. With the payloads out of the pickle the pause is small (see the
+README, bench.restart), so the fork would save little of it.
 """
 
 from __future__ import annotations
@@ -17,6 +35,7 @@ from typing import Final
 import structlog
 
 from provisioner.emulator import snapshot
+from provisioner.emulator.blobs import BLOB_DIR, BlobStore
 from provisioner.emulator.gate import RequestGate
 from provisioner.emulator.snapshot import InterruptedExecution, SnapshotError
 
@@ -28,6 +47,8 @@ DIRECTORY_MODE: Final = 0o700
 _PAUSE_TIMEOUT_S: Final = 10.0
 # A capture that meets a dict changing under it (an ungated request) is simply taken again.
 _CAPTURE_ATTEMPTS: Final = 5
+# How long `wait_durable` waits for the snapshot in progress before it gives up.
+_DURABLE_TIMEOUT_S: Final = 30.0
 
 
 @dataclass(frozen=True)
@@ -43,7 +64,8 @@ class RestoreOutcome:
 class SnapshotFigures:
     size_bytes: int
     pause_s: float  # requests held at the gate
-    total_s: float  # including the write and fsync
+    total_s: float  # including the writes and fsyncs
+    blob_bytes_written: int = 0  # payloads met for the first time
 
 
 class EmulatorPersistence:
@@ -52,6 +74,7 @@ class EmulatorPersistence:
     def __init__(self, directory: Path, gate: RequestGate, interval_s: float) -> None:
         self._path = directory / SNAPSHOT_FILE
         self._directory = directory
+        self._blobs = BlobStore(directory / BLOB_DIR)
         self._gate = gate
         self._interval_s = interval_s
         self._saved_changes = -1
@@ -69,7 +92,7 @@ class EmulatorPersistence:
         started = time.perf_counter()
         try:
             data = snapshot.read_file(self._path)
-            interrupted = snapshot.restore(data)
+            interrupted = snapshot.restore(data, self._blobs)
         except SnapshotError as error:
             log.warning("emulator.snapshot.unusable", path=str(self._path), reason=str(error))
             return RestoreOutcome(False, str(error))
@@ -97,22 +120,53 @@ class EmulatorPersistence:
             self._thread = None
         return self.save(force=True)
 
+    @property
+    def durable_changes(self) -> int:
+        """The gate's change count as of the snapshot on disk (-1: none taken yet)."""
+        return self._saved_changes
+
+    def wait_durable(self, timeout_s: float = _DURABLE_TIMEOUT_S) -> None:
+        """Return once every change the emulator has taken so far is in a snapshot on disk.
+
+        Raises TimeoutError, OSError, RuntimeError or SnapshotError if that cannot be done (the
+        caller then must not acknowledge what it waited for)."""
+        target = self._gate.changes
+        if self._saved_changes >= target:
+            return
+        if not self._save_lock.acquire(timeout=timeout_s):
+            raise TimeoutError(f"no snapshot could be taken within {timeout_s}s")
+        try:
+            # The snapshot this waiter queued behind may hold its changes already.
+            if self._saved_changes < target:
+                self._save_locked()
+        finally:
+            self._save_lock.release()
+
     def save(self, *, force: bool = False) -> SnapshotFigures | None:
         """Take and write a snapshot if anything changed since the last one (or `force`)."""
         with self._save_lock:
             if not force and self._gate.changes == self._saved_changes:
                 return None
-            started = time.perf_counter()
-            self._private_directory()
-            data, changes, pause_s = self._capture()
-            snapshot.write_file(self._path, data)
-            self._saved_changes = changes
-            figures = SnapshotFigures(len(data), pause_s, time.perf_counter() - started)
+            return self._save_locked()
+
+    def _save_locked(self) -> SnapshotFigures:
+        started = time.perf_counter()
+        self._private_directory()
+        data, changes, pause_s = self._capture()
+        # The payloads first: a snapshot on disk never references a file that is not there.
+        blob_bytes = self._blobs.write_pending()
+        snapshot.write_file(self._path, data)
+        self._saved_changes = changes
+        removed = self._blobs.collect()
+        figures = SnapshotFigures(len(data), pause_s, time.perf_counter() - started, blob_bytes)
         log.info(
             "emulator.snapshot.saved",
             size_bytes=figures.size_bytes,
             pause_ms=round(figures.pause_s * 1000, 1),
             total_ms=round(figures.total_s * 1000, 1),
+            blobs=len(self._blobs.referenced),
+            blob_bytes_written=blob_bytes,
+            blobs_removed=removed,
         )
         return figures
 
@@ -125,7 +179,8 @@ class EmulatorPersistence:
             paused = time.perf_counter()
             with self._gate.paused(_PAUSE_TIMEOUT_S) as changes:
                 try:
-                    return snapshot.capture(), changes, time.perf_counter() - paused
+                    data = snapshot.capture(self._blobs)
+                    return data, changes, time.perf_counter() - paused
                 except RuntimeError as error:  # "... changed size during iteration"
                     if attempt == _CAPTURE_ATTEMPTS:
                         raise

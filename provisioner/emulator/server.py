@@ -1,9 +1,16 @@
-"""The AWS emulator's HTTP server: moto's `ThreadedMotoServer`, configured for the pipeline.
+"""The AWS emulator's HTTP server: moto's WSGI app behind one request gate, on two listeners.
 
 It runs in this process (so `lambda_dispatch` can hook its Lambda backend) and configures
 moto process-wide: Step Functions executes definitions, Lambda uses the no-Docker backend, and
-`MOTO_PORT` names the real port, because the Step Functions interpreter calls its service
-integrations back at `localhost:$MOTO_PORT` (5000 otherwise). Hence one emulator per process.
+`MOTO_PORT` names the internal listener, because the Step Functions interpreter calls its
+service integrations back at `localhost:$MOTO_PORT` (5000 otherwise). Hence one emulator per
+process.
+
+The published listener (`host:port`, what users' `--endpoint-url` names) answers a write only
+once it is durable (`acknowledgement`, from `publish` on); the internal one (loopback, an
+ephemeral port: `internal_endpoint_url`) serves the service's own traffic (the interpreter,
+the runtime workers, the service's clients) at once. Both pass the one gate, so a snapshot's
+pause holds them both.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import os
 import socket
 import threading
 import urllib.request
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Final
 
@@ -20,7 +28,8 @@ import boto3
 import structlog
 from botocore.config import Config
 
-from provisioner.emulator.gate import RequestGate
+from provisioner.emulator.acknowledgement import DurableAcknowledgements
+from provisioner.emulator.gate import RequestGate, WsgiApp
 
 logger = structlog.get_logger(__name__)
 
@@ -29,13 +38,14 @@ EMULATOR_CONFIG: Final[dict[str, dict[str, bool]]] = {
     "stepfunctions": {"execute_state_machine": True},
     "lambda": {"use_docker": False},
 }
+INTERNAL_HOST: Final = "127.0.0.1"
 
 _ACTIVE_LOCK: Final = threading.Lock()
 _active: EmulatorServer | None = None
 
 
 def _check_free(host: str, port: int) -> None:
-    """Fail clearly on a taken port: moto's server thread would die and leave start() waiting."""
+    """Fail clearly on a taken port: werkzeug would print and exit the process."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         # As werkzeug binds: a port in TIME_WAIT is free.
@@ -46,28 +56,74 @@ def _check_free(host: str, port: int) -> None:
             raise RuntimeError(f"cannot start the AWS emulator on {host}:{port}: {exc}") from exc
 
 
+def _url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+class _Listener:
+    """One werkzeug server (a thread per request) on a bound socket; serving from `serve`."""
+
+    def __init__(self, host: str, port: int, app: WsgiApp) -> None:
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
+
+        if port:
+            _check_free(host, port)
+        # Bound and listening now: connections wait in the backlog until `serve`.
+        self.server = make_server(host, port, app, True, request_handler=MotoRequestHandler)
+        self.port = int(self.server.server_address[1])
+        self._thread: threading.Thread | None = None
+
+    def serve(self, app: WsgiApp) -> None:
+        self.server.app = app
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name=f"emulator-listener:{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread.join()
+        self.server.server_close()
+
+
 class EmulatorServer:
-    """moto in server mode on `host:port` (port 0: an ephemeral port, see `port` once started)."""
+    """moto in server mode on `host:port` (port 0: an ephemeral port, see `port` once started)
+    and on an internal loopback port; see the module docstring."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self._host = host
         self._requested_port = port
-        self._port: int | None = None
-        self._server: Any = None  # moto.server.ThreadedMotoServer (untyped)
+        self._internal: _Listener | None = None
+        self._published: _Listener | None = None
+        self._serving_published = False
         self._saved_config: dict[str, Any] = {}
         self._saved_moto_port: str | None = None
         self._gate: RequestGate | None = None
 
     @property
     def port(self) -> int:
-        if self._port is None:
+        """The published port."""
+        if self._published is None:
             raise RuntimeError("the emulator is not running")
-        return self._port
+        return self._published.port
+
+    @property
+    def internal_port(self) -> int:
+        if self._internal is None:
+            raise RuntimeError("the emulator is not running")
+        return self._internal.port
 
     @property
     def endpoint_url(self) -> str:
-        host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        """The published endpoint: for clients outside the service."""
+        return _url(self._host, self.port)
+
+    @property
+    def internal_endpoint_url(self) -> str:
+        """The internal endpoint: for the service's own clients and workers."""
+        return _url(INTERNAL_HOST, self.internal_port)
 
     @property
     def gate(self) -> RequestGate:
@@ -78,12 +134,13 @@ class EmulatorServer:
 
     @property
     def running(self) -> bool:
-        return self._server is not None
+        return self._internal is not None
 
     def start(self) -> None:
+        """Serve the internal listener and bind the published one (served from `publish`)."""
         global _active
         from moto.core.config import default_user_config
-        from moto.server import ThreadedMotoServer
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
         with _ACTIVE_LOCK:
             if _active is not None:
@@ -91,38 +148,55 @@ class EmulatorServer:
                     "an AWS emulator is already running in this process (MOTO_PORT and moto's "
                     "configuration are process-wide)"
                 )
-            if self._requested_port:
-                _check_free(self._host, self._requested_port)
-            server = ThreadedMotoServer(
-                ip_address=self._host, port=self._requested_port, verbose=False
-            )
-            server.start()
-            # Nothing knows the port yet, so no request has arrived: every one passes the gate.
-            wsgi_server = server._server
-            if wsgi_server is None:
-                raise RuntimeError("moto's server did not start")
-            self._gate = RequestGate(wsgi_server.app)
-            wsgi_server.app = self._gate
-            _, port = server.get_host_and_port()
-            self._server = server
-            self._port = int(port)
+            gate = RequestGate(DomainDispatcherApplication(create_backend_app))
+            published = _Listener(self._host, self._requested_port, gate)
+            try:
+                internal = _Listener(INTERNAL_HOST, 0, gate)
+            except BaseException:
+                published.close()
+                raise
+            internal.serve(gate)
+            self._gate, self._published, self._internal = gate, published, internal
             for key, value in EMULATOR_CONFIG.items():
                 self._saved_config[key] = default_user_config.get(key)
                 default_user_config[key] = dict(value)  # type: ignore[literal-required]
             self._saved_moto_port = os.environ.get("MOTO_PORT")
-            os.environ["MOTO_PORT"] = str(self._port)
+            os.environ["MOTO_PORT"] = str(internal.port)
             _active = self
-        logger.info("emulator.server.started", endpoint=self.endpoint_url)
+        logger.info(
+            "emulator.server.started",
+            endpoint=self.endpoint_url,
+            internal_endpoint=self.internal_endpoint_url,
+        )
+
+    def publish(self, wait_durable: Callable[[], None] | None = None) -> None:
+        """Answer on the published listener; with `wait_durable`, writes only once durable
+        (before that, clients that connected wait: nothing is answered before the restore)."""
+        if self._published is None or self._gate is None:
+            raise RuntimeError("the emulator is not running")
+        if self._serving_published:
+            return
+        app: WsgiApp = self._gate
+        if wait_durable is not None:
+            app = DurableAcknowledgements(self._gate, wait_durable)
+        self._published.serve(app)
+        self._serving_published = True
+        logger.info(
+            "emulator.server.published", endpoint=self.endpoint_url, durable=bool(wait_durable)
+        )
 
     def stop(self) -> None:
         global _active
         from moto.core.config import default_user_config
 
         with _ACTIVE_LOCK:
-            if self._server is None:
+            if self._internal is None or self._published is None:
                 return
-            self._server.stop()
-            self._server = None
+            port = self._published.port
+            self._published.close()
+            self._internal.close()
+            self._published = self._internal = None
+            self._serving_published = False
             self._gate = None
             for key, value in self._saved_config.items():
                 if value is None:
@@ -136,19 +210,18 @@ class EmulatorServer:
                 os.environ["MOTO_PORT"] = self._saved_moto_port
             if _active is self:
                 _active = None
-        logger.info("emulator.server.stopped", port=self._port)
-        self._port = None
+        logger.info("emulator.server.stopped", port=port)
 
     def reset(self) -> None:
         """Forget every emulated resource (moto's reset); the configuration stays."""
         request = urllib.request.Request(
-            f"{self.endpoint_url}/moto-api/reset", data=b"", method="POST"
+            f"{self.internal_endpoint_url}/moto-api/reset", data=b"", method="POST"
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             status = json.loads(response.read() or b"{}").get("status")
         if status != "ok":
             raise RuntimeError(f"the emulator did not reset: {status!r}")
-        logger.info("emulator.server.reset", endpoint=self.endpoint_url)
+        logger.info("emulator.server.reset", endpoint=self.internal_endpoint_url)
 
     def probe(self, timeout_s: float = 2.0) -> None:
         """Raise unless the emulator answers an S3 ListBuckets (for readiness checks)."""
@@ -180,6 +253,7 @@ class EmulatorServer:
 
     def __enter__(self) -> EmulatorServer:
         self.start()
+        self.publish()
         return self
 
     def __exit__(

@@ -6,12 +6,18 @@ into the live dicts of a freshly reset emulator. What pickle cannot carry is reb
 become new locks, weak-value maps are rebuilt from their values, private keys travel as DER,
 and a Step Functions execution keeps its status and history but not its interpreter thread
 (`RecordedWorker` stands in for it). An execution that was still RUNNING when the snapshot was
-taken is reported by `restore` as interrupted.
+taken is reported by `restore` as interrupted, and an SQS message received but not yet deleted
+is visible again at once (its receiver did not survive the restart either).
+
+Large immutable payloads (S3 object bodies, Lambda code) are not pickled: the pickle refers
+to them by digest and they live beside it as files of their own (`blobs.BlobStore`), written
+once, so a snapshot costs what changed in the small state rather than every byte stored.
 
 The file starts with a one-line JSON header (format, moto's version, the payload's SHA-256, and
 `takenAt`, the instant the state is as of):
-a snapshot of another format or moto version, or one that does not match its checksum, is
-refused (`SnapshotError`) rather than half-restored.
+a snapshot of another format or moto version, one that does not match its checksum, or one
+whose payload files are missing or corrupt, is refused (`SnapshotError`) rather than
+half-restored.
 """
 
 from __future__ import annotations
@@ -37,11 +43,16 @@ import moto
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from moto.core.base_backend import AccountSpecificBackend, BackendDict
+from moto.s3.models import FakeKey
 from moto.s3.utils import _VersionedKeyStore
+from moto.sqs.models import SQSBackend
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.backend.execution import Execution
 
-SNAPSHOT_FORMAT: Final = 1
+from provisioner.emulator.blobs import MIN_BLOB_BYTES, BlobError, BlobStore
+
+# 2: large payloads live in content-addressed files beside the pickle (`blobs`).
+SNAPSHOT_FORMAT: Final = 2
 FILE_MODE: Final = 0o600
 # The error of an execution that a restart interrupted (it is FAILED after the restore).
 INTERRUPTED_ERROR: Final = "Emulator.Interrupted"
@@ -142,6 +153,11 @@ def _plain_factory(factory: Any) -> Any:
     raise SnapshotError(f"cannot carry the defaultdict factory {factory.__qualname__}")
 
 
+def _new_object(cls: type[FakeKey]) -> Any:
+    """As unpickling makes an object (moto's models count their instances in `__new__`)."""
+    return cls.__new__(cls)
+
+
 def _versioned_keys(cls: type[_VersionedKeyStore], lists: dict[str, list[Any]]) -> Any:
     store = cls()
     for key, versions in lists.items():
@@ -150,7 +166,11 @@ def _versioned_keys(cls: type[_VersionedKeyStore], lists: dict[str, list[Any]]) 
 
 
 def _private_key(der: bytes) -> Any:
-    return serialization.load_der_private_key(der, password=None)
+    # The key was valid when the snapshot (checked against its digest) was taken; checking an
+    # RSA key again costs up to a quarter of a second each, most of a restore's time.
+    return serialization.load_der_private_key(
+        der, password=None, unsafe_skip_rsa_key_validation=True
+    )
 
 
 # --- pickling -------------------------------------------------------------------------------
@@ -177,14 +197,51 @@ def _live_backends(module_name: str, attribute: str) -> BackendDict[Any]:
     return backends
 
 
+@dataclass(frozen=True)
+class _StoredPayload:
+    """Stands in the pickle for an S3 object's body already in the blob store."""
+
+    digest: str
+
+
+def _object_state(key: FakeKey, blobs: BlobStore) -> dict[str, Any]:
+    """An S3 object's pickled state (as its own `__getstate__`), its body by reference: moto
+    never changes a key's body in place (a put makes a new key), so it is read and hashed
+    once, not at every snapshot."""
+    state = {k: v for k, v in key.__dict__.items() if k not in ("_value_buffer", "lock")}
+    digest = blobs.owned_digest(key)
+    if digest is not None:
+        state["value"] = _StoredPayload(digest)
+        return state
+    try:
+        body = key.value
+    except ValueError:  # its buffer is closed: a deleted key, as moto's __getstate__ says
+        body = b""
+    if len(body) >= MIN_BLOB_BYTES:
+        state["value"] = _StoredPayload(blobs.reference_owned(key, body))
+    else:
+        state["value"] = body
+    return state
+
+
 class _Pickler(pickle.Pickler):
-    def __init__(self, file: io.BytesIO, names: dict[int, tuple[str, str]]) -> None:
+    def __init__(
+        self, file: io.BytesIO, names: dict[int, tuple[str, str]], blobs: BlobStore
+    ) -> None:
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
         self._names = names
+        self._blobs = blobs
 
     def persistent_id(self, obj: Any) -> Any:
-        # Backend dicts referenced from inside a backend stay the process's own dicts.
-        if type(obj) is BackendDict:
+        # Called for every object pickled: the common case (None) after a few identity tests.
+        kind = type(obj)
+        if kind is _StoredPayload:
+            return ("blob", "bytes", obj.digest)
+        if (kind is bytes or kind is str) and len(obj) >= MIN_BLOB_BYTES:
+            # Large payloads by digest (reducer_override never sees bytes or str; this does).
+            return ("blob", kind.__name__, self._blobs.reference(obj))
+        if kind is BackendDict:
+            # Backend dicts referenced from inside a backend stay the process's own dicts.
             return ("backends", *self._names[id(obj)])
         if type(obj) is AccountSpecificBackend:
             for backends_id, (module_name, attribute) in self._names.items():
@@ -198,6 +255,9 @@ class _Pickler(pickle.Pickler):
             return threading.RLock, ()
         if isinstance(obj, _LOCK_TYPE):
             return threading.Lock, ()
+        if isinstance(obj, FakeKey):
+            # As object.__reduce_ex__ does (state set after memoising: cycles stay cycles).
+            return _new_object, (type(obj),), _object_state(obj, self._blobs)
         if isinstance(obj, _VersionedKeyStore):
             # Its items() yields only each key's latest version; pickle would drop the others.
             return _versioned_keys, (type(obj), dict(obj.lists()))
@@ -220,7 +280,15 @@ class _Pickler(pickle.Pickler):
 
 
 class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, blobs: BlobStore) -> None:
+        super().__init__(file)
+        self._blobs = blobs
+
     def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "blob":
+            _, text, digest = pid
+            payload = self._blobs.read(digest)
+            return payload.decode() if text == "str" else payload
         kind, module_name, attribute, *rest = pid
         backends = _live_backends(module_name, attribute)
         if kind == "backends":
@@ -230,11 +298,12 @@ class _Unpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"unknown persistent id {kind!r}")
 
 
-def capture() -> bytes:
+def capture(blobs: BlobStore) -> bytes:
     """The emulator's whole state, as a snapshot file's bytes (header and payload).
 
     The caller keeps requests out meanwhile (`RequestGate.paused`): moto's dicts must not change
-    while they are pickled."""
+    while they are pickled. The large payloads met for the first time wait in `blobs`: the
+    caller writes them (`BlobStore.write_pending`) before the snapshot itself."""
     taken_at = time.time()
     entries = list(_backend_dicts())
     names = {id(backends): (module_name, attribute) for module_name, attribute, backends in entries}
@@ -243,22 +312,26 @@ def capture() -> bytes:
         for module_name, attribute, backends in entries
     ]
     buffer = io.BytesIO()
-    _Pickler(buffer, names).dump(state)
+    blobs.begin()
+    _Pickler(buffer, names, blobs).dump(state)
+    blobs.end()
     payload = buffer.getvalue()
     header = {
         "format": SNAPSHOT_FORMAT,
         "moto": moto.__version__,
         "sha256": hashlib.sha256(payload).hexdigest(),
         "size": len(payload),
+        "blobs": len(blobs.referenced),
         # The durable point: everything acknowledged before this instant is in the snapshot.
         "takenAt": taken_at,
     }
     return json.dumps(header).encode() + b"\n" + payload
 
 
-def restore(snapshot: bytes) -> list[InterruptedExecution]:
-    """Put a snapshot's state into moto's (freshly reset) backends; returns the executions
-    that were still running when it was taken (now without a thread: see the module doc)."""
+def restore(snapshot: bytes, blobs: BlobStore) -> list[InterruptedExecution]:
+    """Put a snapshot's state into moto's (freshly reset) backends, its large payloads read
+    from `blobs`; returns the executions that were still running when it was taken (now
+    without a thread: see the module doc). Nothing is put back unless all of it loads."""
     header_line, _, payload = snapshot.partition(b"\n")
     try:
         header = json.loads(header_line)
@@ -273,7 +346,9 @@ def restore(snapshot: bytes) -> list[InterruptedExecution]:
     if header.get("sha256") != hashlib.sha256(payload).hexdigest():
         raise SnapshotError("the snapshot does not match its checksum (truncated or corrupt)")
     try:
-        state = _Unpickler(io.BytesIO(payload)).load()
+        state = _Unpickler(io.BytesIO(payload), blobs).load()
+    except BlobError as error:
+        raise SnapshotError(str(error)) from None
     except Exception as error:  # unpickling raises anything (EOFError, AttributeError, ...)
         raise SnapshotError(f"the snapshot cannot be loaded ({type(error).__name__})") from None
     interrupted: list[InterruptedExecution] = []
@@ -284,7 +359,18 @@ def restore(snapshot: bytes) -> list[InterruptedExecution]:
             for region, backend in regions.items():
                 dict.__setitem__(account_backends, region, backend)
                 interrupted.extend(_interrupted(backend))
+                if isinstance(backend, SQSBackend):
+                    _release_received(backend)
     return interrupted
+
+
+def _release_received(backend: SQSBackend) -> None:
+    """Messages in flight at the snapshot: nothing will delete them now, so rather than wait
+    out their visibility timeout (minutes), they are received again at once."""
+    for queue in backend.queues.values():
+        for message in queue._messages:
+            message.visible_at = 0.0
+        queue.pending_messages.clear()
 
 
 def _executions(backend: Any) -> Iterator[tuple[Any, Execution]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -138,6 +139,8 @@ class DataPlaneAccess:
     # S3 events as this data plane's queues hold them carry the object key raw (the emulator)
     # rather than URL-encoded (AWS); see provisioner.emulator.event_source.
     raw_event_keys: bool = False
+    # The local emulator's `LocalHost.durable`; AWS has acknowledged a write when it answers.
+    wait_durable: Callable[[], None] | None = None
     # boto3 clients are thread-safe and slow to build: one per service, made on first use.
     _clients: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
     _clients_lock: threading.Lock = field(
@@ -151,6 +154,10 @@ class DataPlaneAccess:
                     service, endpoint_url=self.endpoint_url
                 )
             return self._clients[service]
+
+    def durable(self) -> None:
+        if self.wait_durable is not None:
+            self.wait_durable()
 
 
 # Data-plane credentials are reused for this long (assumed roles last at least 15 minutes).

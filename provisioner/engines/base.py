@@ -161,6 +161,11 @@ class EngineHost(Protocol):
         """Called just before a worker starts the operation."""
         ...
 
+    def worker_settings(self, settings: Settings) -> Settings:
+        """The settings an operation's worker runs with (the local host points its engine at
+        the emulator's internal listener)."""
+        ...
+
     def after_operation(
         self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
     ) -> None:
@@ -199,6 +204,12 @@ class DataPlane(Protocol):
         ...
 
     def client(self, service: str) -> Any: ...
+
+    def durable(self) -> None:
+        """Return once what this data plane's clients wrote survives a crash of the service
+        (the local emulator's snapshot); call it before acknowledging such a write. Raises
+        UnavailableError when it cannot be made so."""
+        ...
 
 
 @dataclass(frozen=True)

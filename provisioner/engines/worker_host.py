@@ -48,6 +48,9 @@ class WorkerOnlyHost:
     def before_operation(self, request: OperationRequest) -> None:
         return None
 
+    def worker_settings(self, settings: Settings) -> Settings:
+        return settings
+
     def after_operation(
         self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
     ) -> None:

@@ -131,12 +131,14 @@ class EnvironmentDataPlane:
         return None if item is None else _public(item)
 
     def upload(self, key: str, body: bytes) -> str:
-        """Put an object in the environment's bucket, as any client would; returns its file id."""
+        """Put an object in the environment's bucket, as any client would; returns its file id
+        once the object survives a crash of the service (`DataPlane.durable`)."""
         bucket = self._outputs["bucketName"]
         with _aws_errors():
             version = self._access.client("s3").put_object(Bucket=bucket, Key=key, Body=body)[
                 "VersionId"
             ]
+        self._durable()
         return file_id(bucket, key, version)
 
     def retry(self, file_id_: str) -> dict[str, Any]:
@@ -173,6 +175,7 @@ class EnvironmentDataPlane:
                     message=f"the retry could not start its execution ({type(error).__name__})",
                 )
                 raise
+        self._durable()
         log.info("dataplane.file_retried", file_id=file_id_, attempt=attempt)
         return self.file(file_id_)
 
@@ -238,8 +241,14 @@ class EnvironmentDataPlane:
                     )
                     sqs.delete_message(QueueUrl=source, ReceiptHandle=message["ReceiptHandle"])
                     moved += 1
+        if moved:
+            self._durable()
         log.info("dataplane.ingest_dlq_redriven", moved=moved)
         return moved
+
+    def _durable(self) -> None:
+        # Raises UnavailableError if it cannot: done, but not acknowledged (a retry is harmless).
+        self._access.durable()
 
 
 def _public(item: Mapping[str, Any]) -> dict[str, Any]:

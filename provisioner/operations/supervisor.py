@@ -100,7 +100,13 @@ class Supervisor(threading.Thread):
         lifeline_receive, lifeline_send = runner.mp_context.Pipe(duplex=False)
         process = runner.mp_context.Process(
             target=run_worker,
-            args=(runner.engine_reference, self.settings, self.request, send, lifeline_receive),
+            args=(
+                runner.engine_reference,
+                runner.host.worker_settings(self.settings),
+                self.request,
+                send,
+                lifeline_receive,
+            ),
             name=f"worker-{self.operation_id[:8]}",
         )
         process.start()

@@ -1,9 +1,11 @@
 """Restarting the service with the local engine: READY environments come back from the
 emulator's snapshot with their objects (every version), status items and results, and nothing
-is processed twice; an unusable snapshot falls back to re-creating them empty."""
+is processed twice; after a SIGKILL every write acknowledged to a client is there; an unusable
+snapshot falls back to re-creating them empty."""
 
 from __future__ import annotations
 
+import os
 import signal
 import stat
 import time
@@ -12,6 +14,7 @@ from typing import Any
 
 import boto3
 
+from handlers.core.ids import file_id
 from provisioner.emulator.snapshot import taken_at
 from tests.e2e.service import RunningService, running_service, service_process
 from tests.e2e.trades import ROWS, trades_csv
@@ -167,3 +170,53 @@ def test_sigkill_keeps_what_the_last_snapshot_holds(tmp_path: Path) -> None:
         fresh = second.upload(current, "incoming/b.csv", trades_csv(ROWS[:2]))
         assert second.wait_for_file("acme", "keep", fresh)["status"] == "COMPLETED"
         assert sorted(name for name, _ in _executions(current)) == sorted([identifier, fresh])
+
+
+def test_sigkill_right_after_the_acknowledgements_loses_none_of_them(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    with service_process(data) as (server, first):
+        environment = first.create("acme", "acks")
+        bucket = environment["outputs"]["bucketName"]
+        s3 = first.s3(environment)
+        done_id = first.upload(environment, "incoming/a.csv", trades_csv())
+        done = first.wait_for_file("acme", "acks", done_id)
+        assert done["status"] == "COMPLETED"
+        bad = first.upload(environment, "incoming/bad.csv", b"wrong,header\n1,2\n")
+        assert first.wait_for_file("acme", "acks", bad)["status"] == "FAILED"
+        late = first.dead_letter(environment, "staging/late.csv", trades_csv(ROWS[:3]))
+
+        # Acknowledged by the files API, then by the published endpoint; killed at once.
+        retried = first.client.post(f"/environments/acme/acks/files/{bad}/retry")
+        assert retried.status_code == 202, retried.text
+        assert first.client.post("/environments/acme/acks/dlq/ingest/redrive").json() == {
+            "moved": 1
+        }
+        acknowledged = {}
+        for rows in (2, 3, 4):  # three versions of one key
+            put = s3.put_object(Bucket=bucket, Key="incoming/b.csv", Body=trades_csv(ROWS[:rows]))
+            acknowledged[("incoming/b.csv", put["VersionId"])] = trades_csv(ROWS[:rows])
+        note = os.urandom(256 * 1024)  # large: kept beside the snapshot, not in it
+        put = s3.put_object(Bucket=bucket, Key="notes/n.bin", Body=note)
+        acknowledged[("notes/n.bin", put["VersionId"])] = note
+        server.send_signal(signal.SIGKILL)
+        server.wait(10)
+
+    with service_process(data) as (_, second):
+        current = second.client.get("/environments/acme/acks").json()
+        assert current["state"] == "READY"
+        assert current["lastOperation"]["requestedBy"] != "system"
+        restored = second.s3(current)
+        for (key, version), body in acknowledged.items():
+            got = restored.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read()
+            assert got == body
+        for key, version in acknowledged:
+            if key.startswith("incoming/"):
+                item = second.wait_for_file("acme", "acks", file_id(bucket, key, version), 120)
+                assert item["status"] == "COMPLETED"
+        assert second.wait_for_file("acme", "acks", late, 120)["status"] == "COMPLETED"
+        again = second.wait_for_file("acme", "acks", bad, 120)
+        assert (again["status"], again["attempt"] >= 2) == ("FAILED", True)
+        # What had completed before the kill is as it was, and ran once.
+        assert second.client.get(f"/environments/acme/acks/files/{done_id}").json() == done
+        ran = [(name, status) for name, status in _executions(current) if done_id in name]
+        assert ran == [(done_id, "SUCCEEDED")]

@@ -61,7 +61,7 @@ def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def transport(emulator: EmulatorServer) -> CountingTransport:
-    return CountingTransport(emulator.gate, emulator.endpoint_url)
+    return CountingTransport(emulator.gate, emulator.internal_endpoint_url)
 
 
 def _config() -> Config:
@@ -73,9 +73,9 @@ def _clients(
 ) -> tuple[Any, Any]:
     """The same service's client over HTTP and in process."""
     session = boto3.session.Session(region_name=REGION)
-    http = session.client(service, endpoint_url=emulator.endpoint_url, config=_config())  # type: ignore[call-overload]
+    http = session.client(service, endpoint_url=emulator.internal_endpoint_url, config=_config())  # type: ignore[call-overload]
     local = transport.session(region=REGION).client(  # type: ignore[call-overload]
-        service, endpoint_url=emulator.endpoint_url, config=_config()
+        service, endpoint_url=emulator.internal_endpoint_url, config=_config()
     )
     return http, local
 
@@ -255,7 +255,7 @@ def test_sqs_answers_as_over_http(emulator: EmulatorServer, transport: CountingT
 def _function(emulator: EmulatorServer, name: str) -> str:
     """A function `name` in the emulator (its code never runs: a dispatcher answers)."""
     session = boto3.session.Session(region_name=REGION)
-    iam = session.client("iam", endpoint_url=emulator.endpoint_url)
+    iam = session.client("iam", endpoint_url=emulator.internal_endpoint_url)
     role = iam.create_role(
         RoleName=f"{name}-role",
         AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": []}),
@@ -263,7 +263,7 @@ def _function(emulator: EmulatorServer, name: str) -> str:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("handler.py", "def handler(event, context):\n    return event\n")
-    arn: str = session.client("lambda", endpoint_url=emulator.endpoint_url).create_function(
+    arn: str = session.client("lambda", endpoint_url=emulator.internal_endpoint_url).create_function(
         FunctionName=name,
         Runtime="python3.13",
         Role=role,
@@ -363,8 +363,8 @@ def test_the_gate_holds_in_process_requests(
 def test_requests_for_another_endpoint_go_over_the_network(
     emulator: EmulatorServer, transport: CountingTransport
 ) -> None:
-    assert transport.handles(f"{emulator.endpoint_url}/bucket?list-type=2")
-    assert not transport.handles(f"http://127.0.0.1:{emulator.port + 1}/bucket")
+    assert transport.handles(f"{emulator.internal_endpoint_url}/bucket?list-type=2")
+    assert not transport.handles(f"http://127.0.0.1:{emulator.port}/bucket")  # the published one
     assert not transport.handles("https://s3.us-east-1.amazonaws.com/bucket")
     elsewhere = AWSPreparedRequest("GET", "https://s3.amazonaws.com/", {}, None, False)
     assert transport.send(elsewhere) is None

@@ -4,24 +4,32 @@ execution interrupted by the restart started again once as its file's next attem
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
 from moto.core.base_backend import BackendDict
 
 from handlers.core.ids import execution_name, file_id
 from handlers.core.status_store import StatusStore
-from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator import MOTO_ACCOUNT_ID, snapshot
 from provisioner.emulator.apply import AwsClients, apply_pipeline
+from provisioner.emulator.blobs import MIN_BLOB_BYTES
 from provisioner.emulator.lambda_dispatch import (
     DeployedFunction,
     InvocationResult,
     LambdaDispatcher,
 )
-from provisioner.emulator.persistence import EmulatorPersistence
+from provisioner.emulator.persistence import SNAPSHOT_FILE, EmulatorPersistence
 from provisioner.emulator.server import EmulatorServer
 from provisioner.emulator.snapshot import INTERRUPTED_ERROR, running_executions
 from provisioner.engines.local.recovery import redrive_interrupted
@@ -31,11 +39,14 @@ from tests.emulator.conftest import REGION
 
 pytestmark = pytest.mark.slow
 
+BUCKET = "held-bucket"
+
 
 @pytest.fixture
 def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
     server = EmulatorServer(port=0)
     server.start()
+    server.publish()
     try:
         yield server
     finally:
@@ -106,3 +117,124 @@ def test_an_interrupted_execution_is_started_again_once(
     finally:
         released.set()
         _wait(lambda: running_executions() == 0)
+
+
+@dataclass
+class Durable:
+    server: EmulatorServer
+    persistence: EmulatorPersistence
+    directory: Path
+
+    def s3(self, endpoint: str) -> Any:
+        return boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name=REGION,
+            config=Config(retries={"max_attempts": 1, "mode": "standard"}),
+        )
+
+
+@pytest.fixture
+def durable(aws_credentials: None, tmp_path: Path) -> Iterator[Durable]:
+    """An emulator whose published listener answers writes once durable, as the host's does."""
+    server = EmulatorServer(port=0)
+    server.start()
+    persistence = EmulatorPersistence(tmp_path / "emulator", server.gate, interval_s=0)
+    server.publish(persistence.wait_durable)
+    try:
+        yield Durable(server, persistence, tmp_path / "emulator")
+    finally:
+        server.reset()
+        server.stop()
+
+
+class _HeldWrites:
+    """Holds every snapshot's file write until released; counts them."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.count = 0
+        real = snapshot.write_file
+
+        def held(path: Path, data: bytes) -> None:
+            self.count += 1
+            self.entered.set()
+            assert self.release.wait(30)
+            real(path, data)
+
+        monkeypatch.setattr(snapshot, "write_file", held)
+
+
+def test_an_external_write_is_answered_once_a_snapshot_holding_it_is_on_disk(
+    durable: Durable, tmp_path: Path
+) -> None:
+    published = durable.s3(durable.server.endpoint_url)
+    published.create_bucket(Bucket=BUCKET)
+    published.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    bodies = [os.urandom(2 * MIN_BLOB_BYTES), b"second version"]
+    versions = [published.put_object(Bucket=BUCKET, Key="k", Body=b)["VersionId"] for b in bodies]
+    # What is on disk the instant the answers came back, as a SIGKILL would leave it.
+    left = tmp_path / "left-behind"
+    shutil.copytree(durable.directory, left)
+
+    BackendDict.reset()
+    assert EmulatorPersistence(left, durable.server.gate, interval_s=0).restore().restored
+    internal = durable.s3(durable.server.internal_endpoint_url)
+    for version, body in zip(versions, bodies, strict=True):
+        got = internal.get_object(Bucket=BUCKET, Key="k", VersionId=version)["Body"].read()
+        assert got == body
+
+
+def test_internal_writes_are_not_held_and_external_ones_commit_as_a_group(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    internal = durable.s3(durable.server.internal_endpoint_url)
+    internal.create_bucket(Bucket=BUCKET)
+    internal.put_object(Bucket=BUCKET, Key="internal", Body=b"x")
+    assert not (durable.directory / SNAPSHOT_FILE).exists()  # no snapshot was waited for
+
+    writes = _HeldWrites(monkeypatch)
+    published = durable.s3(durable.server.endpoint_url)
+    answered: list[str] = []
+
+    def put(key: str) -> None:
+        published.put_object(Bucket=BUCKET, Key=key, Body=b"y")
+        answered.append(key)
+
+    first = threading.Thread(target=put, args=("first",))
+    first.start()
+    assert writes.entered.wait(30)  # its snapshot is being written
+    others = [threading.Thread(target=put, args=(f"k{n}",)) for n in range(6)]
+    changes = durable.server.gate.changes
+    for thread in others:
+        thread.start()
+    _wait(lambda: durable.server.gate.changes >= changes + len(others))
+    # Held: none is answered while its snapshot is not on disk; internal writes go on.
+    internal.put_object(Bucket=BUCKET, Key="meanwhile", Body=b"z")
+    time.sleep(0.3)
+    assert answered == []
+
+    writes.release.set()
+    for thread in [first, *others]:
+        thread.join(30)
+    assert sorted(answered) == sorted(["first", *(f"k{n}" for n in range(6))])
+    # One snapshot for the first, one more for every write that waited meanwhile.
+    assert writes.count == 2
+
+
+def test_a_write_that_cannot_be_made_durable_is_not_acknowledged(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: Path, data: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    internal = durable.s3(durable.server.internal_endpoint_url)
+    internal.create_bucket(Bucket=BUCKET)
+    monkeypatch.setattr(snapshot, "write_file", broken)
+    with pytest.raises(ClientError) as raised:
+        durable.s3(durable.server.endpoint_url).put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
+    assert raised.value.response["Error"]["Code"] == "ServiceUnavailable"
+    # Reads are answered as ever.
+    assert durable.s3(durable.server.endpoint_url).list_buckets()["Buckets"]

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
     server = EmulatorServer(port=0)
     server.start()
+    server.publish()
     try:
         yield server
     finally:
@@ -39,7 +40,10 @@ def test_server_lifecycle(aws_credentials: None, monkeypatch: pytest.MonkeyPatch
     with server:
         assert server.port > 0
         assert server.endpoint_url == f"http://127.0.0.1:{server.port}"
-        assert os.environ["MOTO_PORT"] == str(server.port)
+        # The interpreter calls back at MOTO_PORT: the internal listener, a port of its own.
+        assert server.internal_port not in (0, server.port)
+        assert server.internal_endpoint_url == f"http://127.0.0.1:{server.internal_port}"
+        assert os.environ["MOTO_PORT"] == str(server.internal_port)
         assert server.healthy()
         with pytest.raises(RuntimeError, match="already running"):
             EmulatorServer(port=0).start()

@@ -12,9 +12,15 @@ from moto.core.base_backend import BackendDict
 
 from provisioner.emulator import snapshot
 from provisioner.emulator.apply import AwsClients
+from provisioner.emulator.blobs import BlobStore
 from provisioner.emulator.snapshot import INTERRUPTED_ERROR, SnapshotError
 
 BUCKET = "snapshot-bucket"
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> BlobStore:
+    return BlobStore(tmp_path / "blobs")
 
 
 def _reset() -> None:
@@ -22,7 +28,9 @@ def _reset() -> None:
     BackendDict.reset()
 
 
-def test_round_trip_keeps_every_version_item_and_message(clients: AwsClients) -> None:
+def test_round_trip_keeps_every_version_item_and_message(
+    clients: AwsClients, blobs: BlobStore
+) -> None:
     s3, dynamodb, sqs = clients.s3, clients.dynamodb, clients.sqs
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
@@ -40,10 +48,10 @@ def test_round_trip_keeps_every_version_item_and_message(clients: AwsClients) ->
     )["QueueUrl"]
     sqs.send_message(QueueUrl=queue, MessageBody="hello", MessageGroupId="g")
 
-    taken = snapshot.capture()
+    taken = snapshot.capture(blobs)
     _reset()
     assert s3.list_buckets()["Buckets"] == []
-    assert snapshot.restore(taken) == []
+    assert snapshot.restore(taken, blobs) == []
 
     versions = s3.list_object_versions(Bucket=BUCKET)["Versions"]
     assert sorted(v["VersionId"] for v in versions) == sorted([first, second])
@@ -57,7 +65,9 @@ def test_round_trip_keeps_every_version_item_and_message(clients: AwsClients) ->
     assert len(s3.list_object_versions(Bucket=BUCKET)["Versions"]) == 3
 
 
-def test_a_running_execution_comes_back_failed_and_is_reported(clients: AwsClients) -> None:
+def test_a_running_execution_comes_back_failed_and_is_reported(
+    clients: AwsClients, blobs: BlobStore
+) -> None:
     sfn = clients.stepfunctions
     role = "arn:aws:iam::123456789012:role/r"
     waiting = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 600, "End": True}}}
@@ -70,9 +80,9 @@ def test_a_running_execution_comes_back_failed_and_is_reported(clients: AwsClien
     finished = sfn.start_execution(stateMachineArn=fast["stateMachineArn"], name="y")
     _wait_for(lambda: sfn.describe_execution(executionArn=finished["executionArn"])["status"])
 
-    taken = snapshot.capture()
+    taken = snapshot.capture(blobs)
     _reset()
-    interrupted = snapshot.restore(taken)
+    interrupted = snapshot.restore(taken, blobs)
 
     assert [(i.execution_arn, i.input) for i in interrupted] == [(running, {"fileId": "f"})]
     described = sfn.describe_execution(executionArn=running)
@@ -108,17 +118,17 @@ def _body(taken: bytes) -> tuple[dict[str, object], bytes]:
     ids=["header", "format", "moto-version", "truncated"],
 )
 def test_an_unusable_snapshot_is_refused_whole(
-    clients: AwsClients, damage: object, reason: str
+    clients: AwsClients, blobs: BlobStore, damage: object, reason: str
 ) -> None:
     clients.s3.create_bucket(Bucket="kept")
-    header, payload = _body(snapshot.capture())
+    header, payload = _body(snapshot.capture(blobs))
     _reset()
     with pytest.raises(SnapshotError, match=reason):
-        snapshot.restore(damage(header, payload))  # type: ignore[operator]
+        snapshot.restore(damage(header, payload), blobs)  # type: ignore[operator]
     assert clients.s3.list_buckets()["Buckets"] == []
 
 
-def test_a_payload_that_does_not_unpickle_is_refused(clients: AwsClients) -> None:
+def test_a_payload_that_does_not_unpickle_is_refused(clients: AwsClients, blobs: BlobStore) -> None:
     garbage = b"\x80\x05not a pickle"
     header = {
         "format": snapshot.SNAPSHOT_FORMAT,
@@ -126,7 +136,7 @@ def test_a_payload_that_does_not_unpickle_is_refused(clients: AwsClients) -> Non
         "sha256": __import__("hashlib").sha256(garbage).hexdigest(),
     }
     with pytest.raises(SnapshotError, match="cannot be loaded"):
-        snapshot.restore(json.dumps(header).encode() + b"\n" + garbage)
+        snapshot.restore(json.dumps(header).encode() + b"\n" + garbage, blobs)
 
 
 def test_the_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
@@ -138,3 +148,25 @@ def test_the_file_is_private_and_replaced_atomically(tmp_path: Path) -> None:
     assert snapshot.read_file(path) == b"two"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in tmp_path.iterdir()] == ["snapshot.bin"]
+
+
+def test_a_message_in_flight_at_the_snapshot_is_received_again_at_once(
+    clients: AwsClients, blobs: BlobStore
+) -> None:
+    sqs = clients.sqs
+    queue = sqs.create_queue(
+        QueueName="flight.fifo",
+        Attributes={"FifoQueue": "true", "ContentBasedDeduplication": "true"},
+    )["QueueUrl"]
+    sqs.send_message(QueueUrl=queue, MessageBody="taken", MessageGroupId="g")
+    received = sqs.receive_message(QueueUrl=queue, VisibilityTimeout=600, WaitTimeSeconds=0)
+    assert [m["Body"] for m in received["Messages"]] == ["taken"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)
+
+    taken = snapshot.capture(blobs)
+    _reset()
+    snapshot.restore(taken, blobs)
+
+    # Its receiver is gone with the old process: it comes back now, not in ten minutes.
+    again = sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=0)["Messages"]
+    assert [m["Body"] for m in again] == ["taken"]

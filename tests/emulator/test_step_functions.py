@@ -48,7 +48,7 @@ def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
 
 @pytest.fixture
 def transport(emulator: EmulatorServer) -> CountingTransport:
-    return CountingTransport(emulator.gate, emulator.endpoint_url)
+    return CountingTransport(emulator.gate, emulator.internal_endpoint_url)
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def interpreter(transport: CountingTransport) -> Iterator[FastInterpreter]:
 
 def _client(emulator: EmulatorServer, service: str) -> Any:
     return boto3.session.Session(region_name=REGION).client(  # type: ignore[call-overload]
-        service, endpoint_url=emulator.endpoint_url
+        service, endpoint_url=emulator.internal_endpoint_url
     )
 
 

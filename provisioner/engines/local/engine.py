@@ -70,6 +70,8 @@ def engine_event(progress: ResourceProgress) -> EngineEvent:
 
 
 def emulator_url(settings: Settings) -> str:
+    """Where the engine reaches the emulator: in a worker, its internal listener (the host's
+    `worker_settings`), so an operation's requests are not each held for a snapshot."""
     host = settings.local_aws_host
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.local_aws_port}"
 

@@ -31,8 +31,8 @@ from provisioner.emulator.lambda_dispatch import (
 from provisioner.emulator.persistence import EmulatorPersistence, RestoreOutcome
 from provisioner.emulator.runtime import EnvironmentRuntime
 from provisioner.emulator.runtime_workers import LOCAL_CREDENTIALS, RuntimeWorkers
-from provisioner.emulator.server import EmulatorServer
-from provisioner.emulator.snapshot import running_executions
+from provisioner.emulator.server import INTERNAL_HOST, EmulatorServer
+from provisioner.emulator.snapshot import SnapshotError, running_executions
 from provisioner.emulator.step_functions import FastInterpreter
 from provisioner.engines.aws import DataPlaneAccess
 from provisioner.engines.base import (
@@ -57,6 +57,7 @@ log = structlog.get_logger(__name__)
 EMULATOR_STATE_DIR: Final = "emulator"
 # Every environment's poller long-polls through one client per region: a connection each.
 _POLLER_CONNECTIONS: Final = 256
+_WRITING_KINDS: Final = (OperationKind.CREATE, OperationKind.UPDATE, OperationKind.DESTROY)
 
 
 class LocalHost:
@@ -77,14 +78,20 @@ class LocalHost:
         self._alarm_clients: dict[str, AwsClients] = {}
         self._poller_clients: dict[str, SQSClient] = {}
         self._workers: RuntimeWorkers | None = None
-        # The service's own requests to the emulator skip the socket (`emulator.in_process`).
+        # The service's own requests skip the internal listener's socket (`emulator.in_process`).
         self._transport: InProcessTransport | None = None
         self._interpreter: FastInterpreter | None = None
         self._lock = threading.Lock()
 
     @property
     def endpoint_url(self) -> str:
+        """The published endpoint (what users' clients name): writes answered once durable."""
         return self._server.endpoint_url
+
+    @property
+    def internal_endpoint_url(self) -> str:
+        """The service's own endpoint (workers, pollers, the service's clients): not held."""
+        return self._server.internal_endpoint_url
 
     def start(self) -> None:
         self._server.start()
@@ -98,16 +105,37 @@ class LocalHost:
         )
         self._restored = self._persistence.restore()
         self._dispatcher.install()
-        self._transport = InProcessTransport(self._server.gate, self.endpoint_url)
+        self._transport = InProcessTransport(self._server.gate, self.internal_endpoint_url)
         self._interpreter = FastInterpreter(self._transport)
         self._interpreter.install()
         self._workers = RuntimeWorkers(
             self._settings.local_runtime_workers or os.cpu_count() or 1,
-            self.endpoint_url,
+            self.internal_endpoint_url,
             CodeCache(self._settings.data_dir / CODE_DIR),
         )
         self._persistence.start()
+        # Only now: nothing a client writes can be overwritten by the restore.
+        self._server.publish(self._persistence.wait_durable)
         log.info("local.emulator_ready", endpoint=self.endpoint_url, workers=self._workers.size)
+
+    def durable(self) -> None:
+        """Return once everything the emulator holds now is in a snapshot on disk: the service
+        calls it before it acknowledges a write it made through its own clients."""
+        persistence = self._persistence
+        if persistence is None:
+            raise UnavailableError("the local emulator is not running")
+        try:
+            persistence.wait_durable()
+        except (TimeoutError, OSError, RuntimeError, SnapshotError) as error:
+            log.warning("local.not_durable", error=str(error))
+            raise UnavailableError("the emulator could not make the change durable") from None
+
+    def worker_settings(self, settings: Settings) -> Settings:
+        # An operation's worker is the service's own traffic: the internal listener, not held
+        # per request; `after_operation` makes its writes durable before it is SUCCEEDED.
+        return settings.model_copy(
+            update={"local_aws_host": INTERNAL_HOST, "local_aws_port": self._server.internal_port}
+        )
 
     @property
     def transport(self) -> InProcessTransport:
@@ -132,7 +160,7 @@ class LocalHost:
                 lost[config.stack_name] = "the environment is not in the emulator's snapshot"
             else:
                 self._start_runtime(config)
-                clients = AwsClients.for_endpoint(self.endpoint_url, region=config.region)
+                clients = AwsClients.for_endpoint(self.internal_endpoint_url, region=config.region)
                 redrive_interrupted(config, clients, self._restored.interrupted)
         return lost
 
@@ -168,7 +196,7 @@ class LocalHost:
             log.warning("local.drain_timed_out", running_executions=running, timeout_s=timeout_s)
 
     def _exists(self, config: PipelineConfig) -> bool:
-        clients = AwsClients.for_endpoint(self.endpoint_url, region=config.region)
+        clients = AwsClients.for_endpoint(self.internal_endpoint_url, region=config.region)
         arn = spec.pipeline_arns(config, MOTO_ACCOUNT_ID).state_machine
         try:
             clients.stepfunctions.describe_state_machine(stateMachineArn=arn)
@@ -191,7 +219,11 @@ class LocalHost:
     def after_operation(
         self, request: OperationRequest, succeeded: bool, outputs: Mapping[str, str]
     ) -> None:
-        if not succeeded or request.kind not in (OperationKind.CREATE, OperationKind.UPDATE):
+        if not succeeded or request.kind not in _WRITING_KINDS:
+            return
+        # Called before the operation is recorded SUCCEEDED: what it wrote survives a SIGKILL.
+        self.durable()
+        if request.kind == OperationKind.DESTROY:
             return
         # Invocations read the function as deployed, so an update needs no restart for its
         # code or settings; the poller restarts in case the queue was replaced.
@@ -222,7 +254,7 @@ class LocalHost:
             if client is None:
                 client = self._local_session(region).client(
                     "sqs",
-                    endpoint_url=self.endpoint_url,
+                    endpoint_url=self.internal_endpoint_url,
                     config=Config(
                         max_pool_connections=_POLLER_CONNECTIONS,
                         retries={"max_attempts": 3, "mode": "standard"},
@@ -232,7 +264,8 @@ class LocalHost:
             return client
 
     def _local_session(self, region: str) -> boto3.session.Session:
-        """A session for the service's own clients of the emulator: sent in process."""
+        """A session for the service's own clients of the emulator: sent in process, as to
+        the internal listener."""
         return self.transport.session(
             region=region,
             access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
@@ -245,7 +278,10 @@ class LocalHost:
             access = self._data_planes.get(region)
             if access is None:
                 access = DataPlaneAccess(
-                    self._local_session(region), endpoint_url=self.endpoint_url, raw_event_keys=True
+                    self._local_session(region),
+                    endpoint_url=self.internal_endpoint_url,
+                    raw_event_keys=True,
+                    wait_durable=self.durable,
                 )
                 self._data_planes[region] = access
             return access
@@ -258,7 +294,7 @@ class LocalHost:
                 clients = AwsClients(
                     self._local_session(config.region),
                     region=config.region,
-                    endpoint_url=self.endpoint_url,
+                    endpoint_url=self.internal_endpoint_url,
                 )
                 self._alarm_clients[config.region] = clients
         evaluate_alarms(clients, config, MOTO_ACCOUNT_ID, datetime.now(UTC))
