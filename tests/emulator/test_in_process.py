@@ -263,7 +263,8 @@ def _function(emulator: EmulatorServer, name: str) -> str:
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("handler.py", "def handler(event, context):\n    return event\n")
-    arn: str = session.client("lambda", endpoint_url=emulator.internal_endpoint_url).create_function(
+    lambda_ = session.client("lambda", endpoint_url=emulator.internal_endpoint_url)
+    arn: str = lambda_.create_function(
         FunctionName=name,
         Runtime="python3.13",
         Role=role,
