@@ -1,6 +1,6 @@
 """A restart of the service with N local environments: the snapshot's size and times.
 
-    python -m bench.restart [--environments 20] [--files 3] [--kb 64]
+    python -m bench.restart [--environments 20] [--files 3] [--kb 64] [--logs DIR]
 
 Starts the service as `make run` does (its own process, local engine, JSON logs), creates N
 environments, puts `--files` trade files of about `--kb` KB through each, waits for every one
@@ -10,7 +10,7 @@ the last snapshot's size (and its payload files'), how long it held requests and
 snapshot taken while filling), how long the uploads through the published endpoint took to be
 answered (durable), the SIGTERM-to-exit time, the restore time
 (`emulator.snapshot.restored`), the start-to-every-environment-READY time, and checks that
-every file is still COMPLETED with attempt 1.
+every file is still COMPLETED with attempt 1. `--logs` keeps both services' JSON logs there.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--environments", type=int, default=20)
     parser.add_argument("--files", type=int, default=3)
     parser.add_argument("--kb", type=int, default=64)
+    parser.add_argument("--logs", type=Path, help="copy the services' logs to this directory")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="bench-restart-") as tmp:
@@ -209,6 +211,10 @@ def main() -> None:
             f"files not COMPLETED with attempt 1 after the restart: {len(wrong)}"
         )
         second.stop()
+        if args.logs is not None:
+            args.logs.mkdir(parents=True, exist_ok=True)
+            for number, service in enumerate((first, second), start=1):
+                shutil.copyfile(service.log, args.logs / f"service-{number}.log")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from provisioner.db import Database
 from provisioner.environments.service import EnvironmentService
 from provisioner.errors import AuthenticationError, PermissionDeniedError
 from provisioner.operations.runner import OperationRunner
+from provisioner.schemas import PAGE_LIMIT_MAX, PAGE_OFFSET_MAX
 from provisioner.state import AppState
 
 # Cheap dependencies are coroutines: a plain function would cost a trip to the threadpool
@@ -86,6 +87,13 @@ def _authenticate(database: Database, presented: str) -> Principal:
 PrincipalDep = Annotated[Principal, Depends(_principal)]
 
 
+async def caller(request: Request, services: AppState) -> Principal:
+    """The principal `PrincipalDep` resolves, for a route that resolves it without the
+    dependency tree (provisioner.environments.endpoints' listing): the same checks, the same
+    errors, `request.state.principal` set."""
+    return await _principal(request, services, await _bearer(request))
+
+
 async def _admin(principal: PrincipalDep) -> Principal:
     if not principal.is_admin:
         raise PermissionDeniedError("this route needs an admin API key")
@@ -110,9 +118,5 @@ IdempotencyKey = Annotated[
     ),
 ]
 
-Limit = Annotated[int, Query(ge=1, le=500, description="Page size")]
-# Bounded so that no value can overflow a database integer.
-
-
-# Bounded so that no value can overflow a database integer.
-Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Items to skip")]
+Limit = Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX, description="Page size")]
+Offset = Annotated[int, Query(ge=0, le=PAGE_OFFSET_MAX, description="Items to skip")]

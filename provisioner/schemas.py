@@ -23,6 +23,12 @@ class ValidationErrorBody(ErrorBody):
     errors: list[dict[str, Any]] = Field(description="One entry per invalid field")
 
 
+# A page's bounds (`limit`, `offset` on every listing); the offset's, so that no value can
+# overflow a database integer.
+PAGE_LIMIT_MAX = 500
+PAGE_OFFSET_MAX = 2**31 - 1
+
+
 class Page(ApiModel, Generic[T]):
     items: list[T]
     total: int

@@ -8,23 +8,95 @@ pydantic), so a body is byte for byte what the models give. Nothing here can be 
 key is everything the JSON is made of (every column of the environment, of its last
 operation and of its health sample, its template's latest version, the service's code version
 and the host's extras).
+
+`plain_query` reads the route's query in its plainest forms without FastAPI's validation
+(the route's other costly half); anything else goes through the route's declared parameters.
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from pydantic import TypeAdapter
 
+from provisioner.environments.models import EnvironmentState
 from provisioner.environments.repository import EnvironmentRepository
 from provisioner.environments.schemas import EnvironmentPublic, FleetView, environment_public
+from provisioner.schemas import PAGE_LIMIT_MAX, PAGE_OFFSET_MAX
 
 _ITEM: Final = TypeAdapter(EnvironmentPublic)
 # About 2 KiB each: a few MiB for a fleet of thousands.
 _MAX_RENDERED: Final = 4096
+
+
+DEFAULT_LIMIT: Final = 50
+TEMPLATE_FILTER_MAX: Final = 12
+
+
+@dataclass(frozen=True)
+class ListingQuery:
+    """The filters and the page of `GET /environments`."""
+
+    tenant: str | None = None
+    state: EnvironmentState | None = None
+    template: str | None = None
+    outdated: bool | None = None
+    drifted: bool | None = None
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+
+_STATES: Final = {state.value: state for state in EnvironmentState}
+_BOOLEANS: Final = {"true": True, "false": False}
+# Decimal digits without a sign, spaces or leading zeros: read alike by int() and pydantic.
+_NUMBER: Final = re.compile(r"0|[1-9][0-9]{0,9}")
+
+
+def plain_query(items: Iterable[tuple[str, str]]) -> ListingQuery | None:
+    """The query when every parameter is one the route declares, given once, in a form its
+    validation accepts and reads the same way (a state's value, `true`/`false`, digits in
+    bounds); otherwise None, and FastAPI validates it (other forms, 422s naming the field)."""
+    values: dict[str, Any] = {}
+    for name, value in items:
+        if name in values or not value:
+            return None
+        if name == "tenant":
+            values[name] = value
+        elif name == "template":
+            if len(value) > TEMPLATE_FILTER_MAX:
+                return None
+            values[name] = value
+        elif name == "state":
+            if value not in _STATES:
+                return None
+            values[name] = _STATES[value]
+        elif name in ("outdated", "drifted"):
+            if value not in _BOOLEANS:
+                return None
+            values[name] = _BOOLEANS[value]
+        elif name in ("limit", "offset"):
+            if _NUMBER.fullmatch(value) is None:
+                return None
+            number = int(value)
+            low, high = (1, PAGE_LIMIT_MAX) if name == "limit" else (0, PAGE_OFFSET_MAX)
+            if not low <= number <= high:
+                return None
+            values[name] = number
+        else:
+            return None
+    return ListingQuery(**values)
+
+
+# Pages rendered at once. Rendering is CPU (and the GIL) more than waiting: more threads
+# than this only contend, and each holds a registry connection (past SQLite's pool of five,
+# one opened and closed per page).
+RENDERS_AT_ONCE: Final = 4
 
 
 class EnvironmentPages:
@@ -33,6 +105,7 @@ class EnvironmentPages:
     def __init__(self) -> None:
         self._rendered: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
         self._lock = threading.Lock()
+        self.renders = asyncio.Semaphore(RENDERS_AT_ONCE)
 
     def render(
         self,

@@ -18,7 +18,9 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.functions import FunctionElement
 
 from provisioner.environments.models import DriftStatus, EnvironmentRow
 from provisioner.environments.outdated import outdated_condition
@@ -36,16 +38,38 @@ def _as_stored(column: Any) -> ColumnElement[Any]:
     return type_coerce(column, String).label(label)
 
 
+class _StoredArray(FunctionElement[str]):
+    """A JSON array of the values, as the database renders it: one text for many columns
+    (cheaper to read and to compare than the columns one by one), equal only when they are."""
+
+    type = Text()
+    inherit_cache = True
+
+
+@compiles(_StoredArray)
+def _json_array(element: _StoredArray, compiler: Any, **kw: Any) -> str:
+    return f"json_array({compiler.process(element.clauses, **kw)})"
+
+
+@compiles(_StoredArray, "postgresql")
+def _json_build_array(element: _StoredArray, compiler: Any, **kw: Any) -> str:
+    # As text: the driver would decode json into lists, unhashable and slower to compare.
+    return f"CAST(json_build_array({compiler.process(element.clauses, **kw)}) AS TEXT)"
+
+
 # Everything a listed environment's JSON is made of (docs/architecture.md §5): its row, its
 # last operation's row, its health sample (§8) and its template's latest version. Every
 # column, not only those read today: equal values here mean an equal rendering
-# (provisioner.environments.listing).
+# (provisioner.environments.listing). The id first, then all of them as one array.
 _LATEST = latest_versions_query().subquery()
-_STORED = (
-    *(_as_stored(c) for c in EnvironmentRow.__table__.columns),
-    *(_as_stored(c) for c in OperationRow.__table__.columns),
-    *(_as_stored(c) for c in EnvironmentHealthRow.__table__.columns),
-    _LATEST.c.latest,
+_STORED: tuple[ColumnElement[Any], ...] = (
+    EnvironmentRow.id.label("environments_id"),
+    _StoredArray(
+        *(_as_stored(c) for c in EnvironmentRow.__table__.columns),
+        *(_as_stored(c) for c in OperationRow.__table__.columns),
+        *(_as_stored(c) for c in EnvironmentHealthRow.__table__.columns),
+        _LATEST.c.latest,
+    ).label("stored"),
 )
 
 

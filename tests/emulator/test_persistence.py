@@ -238,3 +238,13 @@ def test_a_write_that_cannot_be_made_durable_is_not_acknowledged(
     assert raised.value.response["Error"]["Code"] == "ServiceUnavailable"
     # Reads are answered as ever.
     assert durable.s3(durable.server.endpoint_url).list_buckets()["Buckets"]
+
+
+def test_the_stop_takes_a_last_snapshot_only_when_something_changed(durable: Durable) -> None:
+    internal = durable.s3(durable.server.internal_endpoint_url)
+    internal.create_bucket(Bucket=BUCKET)
+    assert durable.persistence.stop() is not None
+    assert (durable.directory / SNAPSHOT_FILE).exists()
+    assert durable.persistence.stop() is None  # the one on disk holds everything
+    internal.put_object(Bucket=BUCKET, Key="k", Body=b"x")
+    assert durable.persistence.stop() is not None

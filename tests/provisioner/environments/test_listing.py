@@ -20,6 +20,7 @@ from provisioner.config import Settings
 from provisioner.db import Database
 from provisioner.engines import load_engine
 from provisioner.engines.worker_host import WorkerOnlyHost
+from provisioner.environments.listing import ListingQuery, plain_query
 from provisioner.environments.models import DriftStatus, EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
 from provisioner.environments.schemas import EnvironmentPublic, FleetView, environment_public
@@ -332,3 +333,108 @@ def test_a_page_shows_every_change_at_once(seeded: tuple[TestClient, Database]) 
 
 def _id(index: int) -> str:
     return str(uuid.UUID(int=index))
+
+
+# The route reads a query in its plainest forms itself (provisioner.environments.listing);
+# every other form goes through its declared parameters. Either way, the same page.
+OTHER_SPELLINGS: list[tuple[str, dict[str, Any]]] = [
+    ("limit=05&offset=003", {"limit": 5, "offset": 3}),
+    ("outdated=1&limit=4", {"outdated": True, "limit": 4}),
+    ("outdated=True", {"outdated": True}),
+    ("drifted=no&limit=6", {"drifted": False, "limit": 6}),
+    ("state=READY&unknown=1", {"state": "READY"}),
+    ("limit=3&limit=4", {"limit": 4}),  # FastAPI reads the last
+    ("tenant=", {"tenant": ""}),
+    ("template=gold&tenant=acme&state=READY&outdated=false&drifted=false&limit=9&offset=0", {
+        "template": "gold", "tenant": "acme", "state": "READY", "outdated": False,
+        "drifted": False, "limit": 9,
+    }),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("query", "meaning"), OTHER_SPELLINGS, ids=[q for q, _ in OTHER_SPELLINGS])
+def test_every_spelling_of_a_query_lists_the_same(
+    seeded: tuple[TestClient, Database], query: str, meaning: dict[str, Any]
+) -> None:
+    client, database = seeded
+    response = client.get(f"/environments?{query}", headers=auth())
+    assert response.status_code == 200, response.text
+    with database.session(readonly=True) as session:
+        assert response.content == _reference_page(session, **meaning)
+
+
+INVALID: list[tuple[str, str]] = [
+    ("limit=0", "limit"),
+    ("limit=501", "limit"),
+    ("limit=many", "limit"),
+    ("offset=-1", "offset"),
+    ("offset=2147483648", "offset"),
+    ("state=NOPE", "state"),
+    ("template=thirteenchars", "template"),
+    ("outdated=maybe", "outdated"),
+    ("drifted=2", "drifted"),
+]
+
+
+@pytest.mark.parametrize(("query", "field"), INVALID, ids=[q for q, _ in INVALID])
+def test_an_invalid_query_is_refused_naming_the_field(
+    seeded: tuple[TestClient, Database], query: str, field: str
+) -> None:
+    client, _ = seeded
+    response = client.get(f"/environments?{query}", headers=auth())
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert [error["loc"] for error in body["errors"]] == [["query", field]]
+    assert body["detail"].startswith(f"{field}: ")
+
+
+@pytest.mark.parametrize("query", ["limit=5", "limit=0"])
+@pytest.mark.parametrize(
+    "authorization", [None, "", "Bearer ", "Basic bWU6cHc=", "Bearer mdp_not-a-key"]
+)
+def test_the_list_needs_a_valid_key_before_anything_else(
+    seeded: tuple[TestClient, Database], query: str, authorization: str | None
+) -> None:
+    client, _ = seeded
+    headers = {} if authorization is None else {"Authorization": authorization}
+    response = client.get(f"/environments?{query}", headers=headers)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "unauthorized"
+
+
+def test_head_answers_the_lists_headers_without_its_body(
+    seeded: tuple[TestClient, Database],
+) -> None:
+    client, _ = seeded
+    listed = client.get("/environments?limit=4", headers=auth())
+    head = client.head("/environments?limit=4", headers=auth())
+    assert head.status_code == 200
+    assert head.content == b""
+    assert head.headers["content-length"] == listed.headers["content-length"]
+    assert head.headers["content-type"] == "application/json"
+
+
+def test_plain_query_reads_only_the_plainest_forms() -> None:
+    assert plain_query([]) == ListingQuery()
+    assert plain_query(
+        [("tenant", "acme"), ("state", "READY"), ("template", "gold"), ("outdated", "true"),
+         ("drifted", "false"), ("limit", "500"), ("offset", "2147483647")]
+    ) == ListingQuery(
+        tenant="acme", state=EnvironmentState.READY, template="gold", outdated=True,
+        drifted=False, limit=500, offset=2147483647,
+    )  # fmt: skip
+    for other in (
+        [("limit", "05")],
+        [("limit", "+5")],
+        [("limit", " 5")],
+        [("limit", "501")],
+        [("offset", "2147483648")],
+        [("outdated", "1")],
+        [("state", "ready")],
+        [("tenant", "")],
+        [("template", "x" * 13)],
+        [("limit", "5"), ("limit", "5")],
+        [("unknown", "1")],
+    ):
+        assert plain_query(other) is None, other
