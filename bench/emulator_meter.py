@@ -4,6 +4,8 @@ it spent (benchmarks only: it wraps moto's WSGI application and its Step Functio
 The emulator shares the service's process (its Lambda hook must), so its CPU is counted per
 thread: `time.thread_time()` around every request moto serves and around every Step Functions
 execution its interpreter runs (a thread of its own, which also makes that execution's SDK calls).
+Those calls reach moto's application in the same thread (`provisioner.emulator.in_process`), so
+only the outermost measured span of a thread counts: nothing is counted twice.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ class EmulatorMeter:
         self.cpu_s = 0.0
         self.executions = 0
         self._restore: list[Callable[[], None]] = []
+        self._depth = threading.local()
+
+    def _measured(self, run: Callable[[], Any], operation: str | None) -> Any:
+        """`run()`, its thread's CPU seconds added unless an outer span already measures them;
+        a request inside one is still counted."""
+        depth = getattr(self._depth, "value", 0)
+        self._depth.value = depth + 1
+        started = time.thread_time()
+        try:
+            return run()
+        finally:
+            self._depth.value = depth
+            self._add(time.thread_time() - started if depth == 0 else 0.0, operation)
 
     def _add(self, cpu_s: float, operation: str | None = None) -> None:
         with self._lock:
@@ -65,18 +80,12 @@ class EmulatorMeter:
         original_eval = Program._eval_body
 
         def call(app: Any, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-            started = time.thread_time()
-            try:
-                return list(original_call(app, environ, start_response))
-            finally:
-                meter._add(time.thread_time() - started, _operation(environ))
+            return meter._measured(  # type: ignore[no-any-return]
+                lambda: list(original_call(app, environ, start_response)), _operation(environ)
+            )
 
         def eval_body(program: Any, env: Any) -> None:
-            started = time.thread_time()
-            try:
-                original_eval(program, env)
-            finally:
-                meter._add(time.thread_time() - started)
+            meter._measured(lambda: original_eval(program, env), None)
 
         DomainDispatcherApplication.__call__ = call  # type: ignore[method-assign]
         Program._eval_body = eval_body  # type: ignore[method-assign]

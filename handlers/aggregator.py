@@ -1,8 +1,9 @@
 """Aggregate stage: publish `results/{fileId}.json` (docs/architecture.md §4), merge the summary.
 
-Reads the processor's intermediate statistics, writes the results document, merges
-`rowCount`, `rejectedRows`, `symbols` (when it fits the item), `symbolCount` and `resultKey`
-into the status item, then deletes the intermediate object.
+Takes the processor's statistics (inline in its result, or from the intermediate object it
+names), writes the results document, merges `rowCount`, `rejectedRows`, `symbols` (when it fits
+the item), `symbolCount` and `resultKey` into the status item, then deletes the intermediate
+object, if there was one.
 """
 
 from __future__ import annotations
@@ -51,33 +52,26 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     runtime.bind_invocation(logger)
     request = StageRequest.from_event(event)
     processing = stage_result(event, "processing")
-    stats_key = processing.get("statsKey")
-    if not isinstance(stats_key, str) or not stats_key:
-        raise MalformedEventError("processing.result.statsKey is missing")
     key = result_key(runtime.require_env("RESULTS_PREFIX"), request.file_id)
     store = StatusStore.from_env()
-    try:
-        document = results_document(request, read_json(request.bucket, stats_key))
-    except ObjectNotFoundError:
-        # A previous run of this task may have published and cleaned up before failing to
-        # return: if the results exist, finish from them; otherwise the stats are really lost.
-        try:
-            document = read_json(request.bucket, key)
-        except ObjectNotFoundError:
-            raise ObjectNotFoundError(
-                f"intermediate statistics not found: s3://{request.bucket}/{stats_key}"
-            ) from None
-        logger.info("results.reused", extra={"resultKey": key})
-    else:
+    stats_key = processing.get("statsKey")
+    if "symbols" in processing:
+        # Inline: the processor's result is the statistics (a retry simply publishes again).
+        document = results_document(request, processing)
         write_json(request.bucket, key, document)
+    elif not isinstance(stats_key, str) or not stats_key:
+        raise MalformedEventError("processing.result has neither symbols nor statsKey")
+    else:
+        document = _from_intermediate(request, stats_key, key)
     symbols = document["symbols"]
     summary = FileSummary(document["rows"], document["rejectedRows"], symbols, key)
     if not store.merge_summary(request.file_id, summary):
         # The status is already final (e.g. a newer attempt failed it): leave it alone.
         logger.warning("status.already_final", extra={"resultKey": key})
-    # A plain delete: on the versioned bucket it leaves a delete marker, which is all the
-    # function's policy allows (s3:DeleteObject on work/*).
-    runtime.s3().delete_object(Bucket=request.bucket, Key=stats_key)
+    if stats_key:
+        # A plain delete: on the versioned bucket it leaves a delete marker, which is all the
+        # function's policy allows (s3:DeleteObject on work/*).
+        runtime.s3().delete_object(Bucket=request.bucket, Key=stats_key)
     logger.info(
         "file.aggregated",
         extra={
@@ -92,3 +86,22 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "rejectedRows": document["rejectedRows"],
         "symbolCount": len(symbols),
     }
+
+
+def _from_intermediate(request: StageRequest, stats_key: str, key: str) -> dict[str, Any]:
+    """The results document from the intermediate statistics object (published here)."""
+    try:
+        document = results_document(request, read_json(request.bucket, stats_key))
+    except ObjectNotFoundError:
+        # A previous run of this task may have published and cleaned up before failing to
+        # return: if the results exist, finish from them; otherwise the stats are really lost.
+        try:
+            document = read_json(request.bucket, key)
+        except ObjectNotFoundError:
+            raise ObjectNotFoundError(
+                f"intermediate statistics not found: s3://{request.bucket}/{stats_key}"
+            ) from None
+        logger.info("results.reused", extra={"resultKey": key})
+    else:
+        write_json(request.bucket, key, document)
+    return document

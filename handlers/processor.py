@@ -1,13 +1,15 @@
 """Process stage: stream the object version again and compute per-symbol statistics.
 
-The statistics can be large (one entry per symbol) and Step Functions payloads are limited to
-256 KB, so they go to `s3://{bucket}/{WORK_PREFIX}{fileId}/stats.json` and the stage returns
-only `{statsKey, rows, rejectedRows, symbolCount}`.
+The stage returns `{rows, rejectedRows, symbolCount}` and the statistics: inline (`symbols`)
+when their JSON fits `INLINE_STATS_BUDGET`, which saves the aggregator an S3 round trip; else,
+since they grow with the symbols and Step Functions carries at most 256 KB of state, in
+`s3://{bucket}/{WORK_PREFIX}{fileId}/stats.json`, named by `statsKey`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import json
+from typing import Any, Final
 
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -18,6 +20,10 @@ from handlers.core.s3stream import iter_object, write_json
 from handlers.core.stage import StageRequest, logs_failures, result_int, stage_result
 
 logger = Logger()
+
+# Bytes of compact JSON the statistics may take inline: about 150 symbols, well inside the
+# 256 KB Step Functions allows the whole execution state (which also holds the other stages').
+INLINE_STATS_BUDGET: Final = 32_768
 
 
 def stats_key(work_prefix: str, file_id: str) -> str:
@@ -41,6 +47,15 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "file.counts_differ",
             extra={"validated": expected, "processed": (result.rows, result.rejected_rows)},
         )
+    symbols = {sym: stats.as_json() for sym, stats in result.symbols.items()}
+    figures = {
+        "rows": result.rows,
+        "rejectedRows": result.rejected_rows,
+        "symbolCount": len(result.symbols),
+    }
+    if len(json.dumps(symbols, separators=(",", ":"))) <= INLINE_STATS_BUDGET:
+        logger.info("file.processed", extra={**figures, "statsInline": True})
+        return {**figures, "symbols": symbols}
     key = stats_key(work_prefix, request.file_id)
     write_json(
         request.bucket,
@@ -51,16 +66,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             "versionId": request.version_id,
             "rows": result.rows,
             "rejectedRows": result.rejected_rows,
-            "symbols": {sym: stats.as_json() for sym, stats in result.symbols.items()},
+            "symbols": symbols,
         },
     )
-    logger.info(
-        "file.processed",
-        extra={"rows": result.rows, "symbolCount": len(result.symbols), "statsKey": key},
-    )
-    return {
-        "statsKey": key,
-        "rows": result.rows,
-        "rejectedRows": result.rejected_rows,
-        "symbolCount": len(result.symbols),
-    }
+    logger.info("file.processed", extra={**figures, "statsKey": key})
+    return {**figures, "statsKey": key}

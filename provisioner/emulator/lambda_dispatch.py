@@ -7,8 +7,9 @@ invocation — the Lambda API's Invoke and Step Functions' `lambda:invoke` tasks
 registered for the function together with the function as moto holds it (`DeployedFunction`:
 its configuration and its code archive), and a failure comes back the way Lambda reports it
 (`X-Amz-Function-Error: Unhandled` and `{"errorType", "errorMessage", "stackTrace"}`), which is
-what Step Functions' Retry and Catch match on. This module is the only place that patches moto,
-and the only one that reads moto's Lambda backend.
+what Step Functions' Retry and Catch match on. This module is the only place that patches moto's
+Lambda and SQS (`step_functions` patches its Step Functions interpreter), and the only one that
+reads moto's Lambda backend.
 
 The Python runtime the invokers run (`invoke_handler`, `LocalFunction`) is
 `provisioner.emulator.lambda_runtime`; the shared worker processes are `runtime_workers`.

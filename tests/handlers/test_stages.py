@@ -103,20 +103,41 @@ def received(status_table: str) -> Callable[[Uploaded], None]:
     return record
 
 
+@pytest.fixture
+def stats_through_s3(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Statistics too large to pass inline (here: any), as with thousands of symbols."""
+    monkeypatch.setattr(processor, "INLINE_STATS_BUDGET", 0)
+
+
+def _work_objects(bucket: str) -> list[str]:
+    """Every version and delete marker ever under work/: what the hand-off wrote to S3."""
+    listed = boto3.client("s3", region_name=REGION).list_object_versions(
+        Bucket=bucket, Prefix="work/"
+    )
+    return [v["Key"] for v in (*listed.get("Versions", []), *listed.get("DeleteMarkers", []))]
+
+
+@pytest.mark.parametrize("hand_off", ["inline", "s3"])
 def test_the_three_stages_publish_results_and_summary(
+    hand_off: str,
     upload: Upload,
     received: Callable[[Uploaded], None],
     function_env: UseEnv,
     lambda_context: LambdaContext,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if hand_off == "s3":
+        request.getfixturevalue("stats_through_s3")
     uploaded = upload("incoming/day 1/trades.csv", CSV.encode())
     received(uploaded)
     state = run_pipeline(uploaded, function_env, lambda_context)
     fid = uploaded.file_id
 
     assert state["validation"]["result"] == {"rows": 4, "rejectedRows": 0}
-    assert state["processing"]["result"] == {
-        "statsKey": f"work/{fid}/stats.json",
+    processing = dict(state["processing"]["result"])
+    handed = processing.pop("symbols") if hand_off == "inline" else None
+    assert processing == {
+        **({"statsKey": f"work/{fid}/stats.json"} if hand_off == "s3" else {}),
         "rows": 4,
         "rejectedRows": 0,
         "symbolCount": 2,
@@ -165,11 +186,15 @@ def test_the_three_stages_publish_results_and_summary(
     assert item["symbolCount"] == 2
     assert item["resultKey"] == f"results/{fid}.json"
     assert item["symbols"] == results["symbols"]
-    # the intermediate statistics are cleaned up
-    with pytest.raises(ClientError, match="NoSuchKey"):
-        boto3.client("s3", region_name=REGION).get_object(
-            Bucket=uploaded.bucket, Key=f"work/{fid}/stats.json"
-        )
+    if hand_off == "inline":
+        assert handed == results["symbols"]
+        assert _work_objects(uploaded.bucket) == []  # no intermediate object, no round trips
+    else:
+        # the intermediate statistics are cleaned up
+        with pytest.raises(ClientError, match="NoSuchKey"):
+            boto3.client("s3", region_name=REGION).get_object(
+                Bucket=uploaded.bucket, Key=f"work/{fid}/stats.json"
+            )
 
 
 def test_gzip_upload_with_bad_rows_under_the_threshold(
@@ -263,6 +288,7 @@ def test_other_s3_errors_propagate_for_the_state_machine_to_retry(
     assert type(caught.value).__name__ != "ObjectNotFoundError"
 
 
+@pytest.mark.usefixtures("stats_through_s3")
 def test_aggregator_finishes_from_published_results_when_stats_are_gone(
     upload: Upload,
     received: Callable[[Uploaded], None],
@@ -275,6 +301,39 @@ def test_aggregator_finishes_from_published_results_when_stats_are_gone(
     # a retried Aggregate task after the first run published and cleaned up
     again = aggregator.lambda_handler(payload_for("Aggregate", state), lambda_context)
     assert again == state["aggregation"]["result"]
+
+
+def test_a_retried_aggregator_publishes_inline_statistics_again(
+    upload: Upload,
+    received: Callable[[Uploaded], None],
+    function_env: UseEnv,
+    lambda_context: LambdaContext,
+) -> None:
+    uploaded = upload("incoming/t.csv", CSV.encode())
+    received(uploaded)
+    state = run_pipeline(uploaded, function_env, lambda_context)
+    key = state["aggregation"]["result"]["resultKey"]
+    first = s3_json(uploaded.bucket, key)
+    again = aggregator.lambda_handler(payload_for("Aggregate", state), lambda_context)
+    assert again == state["aggregation"]["result"]
+    assert s3_json(uploaded.bucket, key) == first
+
+
+def test_aggregator_needs_symbols_or_a_stats_key(
+    upload: Upload,
+    received: Callable[[Uploaded], None],
+    function_env: UseEnv,
+    lambda_context: LambdaContext,
+) -> None:
+    uploaded = upload("incoming/t.csv", CSV.encode())
+    received(uploaded)
+    function_env("aggregator")
+    event = uploaded.stage_event(
+        validation={"result": {"rows": 4, "rejectedRows": 0}},
+        processing={"result": {"rows": 4, "rejectedRows": 0}},
+    )
+    with pytest.raises(MalformedEventError, match="neither symbols nor statsKey"):
+        aggregator.lambda_handler(event, lambda_context)
 
 
 def test_aggregator_without_stats_or_results_is_object_not_found(

@@ -22,6 +22,7 @@ from provisioner.emulator import MOTO_ACCOUNT_ID
 from provisioner.emulator.alarm_evaluation import evaluate_alarms
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
+from provisioner.emulator.in_process import InProcessTransport
 from provisioner.emulator.lambda_dispatch import (
     FunctionStats,
     InvocationResult,
@@ -32,6 +33,7 @@ from provisioner.emulator.runtime import EnvironmentRuntime
 from provisioner.emulator.runtime_workers import LOCAL_CREDENTIALS, RuntimeWorkers
 from provisioner.emulator.server import INTERNAL_HOST, EmulatorServer
 from provisioner.emulator.snapshot import SnapshotError, running_executions
+from provisioner.emulator.step_functions import FastInterpreter
 from provisioner.engines.aws import DataPlaneAccess
 from provisioner.engines.base import (
     EngineHealth,
@@ -76,6 +78,9 @@ class LocalHost:
         self._alarm_clients: dict[str, AwsClients] = {}
         self._poller_clients: dict[str, SQSClient] = {}
         self._workers: RuntimeWorkers | None = None
+        # The service's own requests skip the internal listener's socket (`emulator.in_process`).
+        self._transport: InProcessTransport | None = None
+        self._interpreter: FastInterpreter | None = None
         self._lock = threading.Lock()
 
     @property
@@ -100,6 +105,9 @@ class LocalHost:
         )
         self._restored = self._persistence.restore()
         self._dispatcher.install()
+        self._transport = InProcessTransport(self._server.gate, self.internal_endpoint_url)
+        self._interpreter = FastInterpreter(self._transport)
+        self._interpreter.install()
         self._workers = RuntimeWorkers(
             self._settings.local_runtime_workers or os.cpu_count() or 1,
             self.internal_endpoint_url,
@@ -128,6 +136,12 @@ class LocalHost:
         return settings.model_copy(
             update={"local_aws_host": INTERNAL_HOST, "local_aws_port": self._server.internal_port}
         )
+
+    @property
+    def transport(self) -> InProcessTransport:
+        if self._transport is None:
+            raise RuntimeError("the local host is not started")
+        return self._transport
 
     @property
     def workers(self) -> RuntimeWorkers:
@@ -167,6 +181,9 @@ class LocalHost:
             self._persistence = None
         if self._workers is not None:
             self._workers.stop()
+        if self._interpreter is not None:
+            self._interpreter.uninstall()
+            self._interpreter = None
         self._dispatcher.uninstall()
         self._server.stop()
 
@@ -235,12 +252,9 @@ class LocalHost:
         with self._lock:
             client = self._poller_clients.get(region)
             if client is None:
-                client = boto3.session.Session().client(
+                client = self._local_session(region).client(
                     "sqs",
                     endpoint_url=self.internal_endpoint_url,
-                    region_name=region,
-                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                     config=Config(
                         max_pool_connections=_POLLER_CONNECTIONS,
                         retries={"max_attempts": 3, "mode": "standard"},
@@ -249,18 +263,22 @@ class LocalHost:
                 self._poller_clients[region] = client
             return client
 
+    def _local_session(self, region: str) -> boto3.session.Session:
+        """A session for the service's own clients of the emulator: sent in process, as to
+        the internal listener."""
+        return self.transport.session(
+            region=region,
+            access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
+
     def data_plane(self, tenant: str, region: str) -> DataPlaneAccess:
         # One per region, kept: its clients are reused by every request.
         with self._lock:
             access = self._data_planes.get(region)
             if access is None:
-                session = boto3.Session(
-                    aws_access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    aws_secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                    region_name=region,
-                )
                 access = DataPlaneAccess(
-                    session,
+                    self._local_session(region),
                     endpoint_url=self.internal_endpoint_url,
                     raw_event_keys=True,
                     wait_durable=self.durable,
@@ -273,11 +291,10 @@ class LocalHost:
         with self._lock:
             clients = self._alarm_clients.get(config.region)
             if clients is None:
-                clients = AwsClients.for_endpoint(
-                    self.internal_endpoint_url,
+                clients = AwsClients(
+                    self._local_session(config.region),
                     region=config.region,
-                    access_key_id=LOCAL_CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                    secret_access_key=LOCAL_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                    endpoint_url=self.internal_endpoint_url,
                 )
                 self._alarm_clients[config.region] = clients
         evaluate_alarms(clients, config, MOTO_ACCOUNT_ID, datetime.now(UTC))
