@@ -1,5 +1,6 @@
-"""A snapshot's large payloads (S3 object bodies, Lambda code archives), kept beside it as
-content-addressed files, so that each snapshot pickles a reference instead of the bytes again.
+"""A snapshot's large payloads (S3 object bodies, Lambda code archives, the pickled histories
+of finished Step Functions executions), kept beside it as content-addressed files, so that each
+snapshot pickles a reference instead of the same bytes again.
 
 A payload of at least `MIN_BLOB_BYTES` is stored once as `blobs/<sha256>` (0600, fsynced, put
 in place by rename, so a file under its name is whole) and referenced from the pickle by its
@@ -93,8 +94,9 @@ class BlobStore:
         return None  # its file went missing: the caller hands the payload over again
 
     def reference_owned(self, owner: Any, payload: bytes) -> str:
-        """The digest of a payload read out of `owner` (a fresh copy each time, as S3 objects
-        give out theirs): cached by the owner, which must never change it."""
+        """The digest of a payload made from `owner` (a fresh copy each time, as S3 objects give
+        out their bodies, or a finished execution's pickled history): cached by the owner,
+        which must never change it. Only the digest is kept, not the payload."""
         digest = hashlib.sha256(payload).hexdigest()
         self._by_owner[id(owner)] = (weakref.ref(owner), digest)
         self._seen.add(id(owner))

@@ -9,9 +9,10 @@ and a Step Functions execution keeps its status and history but not its interpre
 taken is reported by `restore` as interrupted, and an SQS message received but not yet deleted
 is visible again at once (its receiver did not survive the restart either).
 
-Large immutable payloads (S3 object bodies, Lambda code) are not pickled: the pickle refers
-to them by digest and they live beside it as files of their own (`blobs.BlobStore`), written
-once, so a snapshot costs what changed in the small state rather than every byte stored.
+Large immutable payloads (S3 object bodies, Lambda code, the histories of finished
+executions, pickled once) are not pickled with the rest: the pickle refers to them by digest
+and they live beside it as files of their own (`blobs.BlobStore`), written once, so a snapshot
+does not pay again for every byte and every history event stored.
 
 The file starts with a one-line JSON header (format, moto's version, the payload's SHA-256, and
 `takenAt`, the instant the state is as of):
@@ -127,6 +128,28 @@ def _worker_history(worker: Any) -> list[Any]:
     if env is None:
         return []
     return list(env.event_manager.get_event_history())
+
+
+def _pickled_history(worker: Any) -> bytes | None:
+    try:
+        return pickle.dumps(_worker_history(worker), protocol=pickle.HIGHEST_PROTOCOL)
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None  # something in it needs the snapshot's own reducers: pickled in place
+
+
+def _recorded_history(pickled: bytes) -> RecordedWorker:
+    return RecordedWorker(pickle.loads(pickled))
+
+
+@dataclass(frozen=True)
+class _StoredHistory:
+    """Stands in the pickle for a finished execution's worker: its history, pickled once into
+    the blob store (a finished execution's history never changes; it grows with every file)."""
+
+    digest: str
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _recorded_history, (_StoredPayload(self.digest),)
 
 
 def _rebuild_execution(cls: type[Execution], state: dict[str, Any]) -> Execution:
@@ -250,6 +273,16 @@ class _Pickler(pickle.Pickler):
                     return ("account", module_name, attribute, obj.account_id)
         return None
 
+    def _worker(self, execution: Execution) -> RecordedWorker | _StoredHistory:
+        if execution.exec_status != ExecutionStatus.RUNNING:
+            digest = self._blobs.owned_digest(execution)
+            if digest is not None:
+                return _StoredHistory(digest)
+            pickled = _pickled_history(execution.exec_worker)
+            if pickled is not None and len(pickled) >= MIN_BLOB_BYTES:
+                return _StoredHistory(self._blobs.reference_owned(execution, pickled))
+        return RecordedWorker(_worker_history(execution.exec_worker))
+
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _RLOCK_TYPE):
             return threading.RLock, ()
@@ -274,7 +307,7 @@ class _Pickler(pickle.Pickler):
             return _private_key, (der,)
         if isinstance(obj, Execution):
             state = dict(obj.__dict__)
-            state["exec_worker"] = RecordedWorker(_worker_history(obj.exec_worker))
+            state["exec_worker"] = self._worker(obj)
             return _rebuild_execution, (type(obj), state)
         return NotImplemented
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import stat
+import time
 import zipfile
 from pathlib import Path
 
@@ -144,3 +146,34 @@ def test_a_missing_or_corrupt_payload_refuses_the_whole_snapshot(
     # Nothing half-restored: not the bucket, not the function.
     assert clients.s3.list_buckets()["Buckets"] == []
     assert clients.lambda_.list_functions()["Functions"] == []
+
+
+def test_a_finished_executions_history_is_pickled_once(clients: AwsClients, tmp_path: Path) -> None:
+    sfn = clients.stepfunctions
+    steps = 40  # a history well over MIN_BLOB_BYTES
+    states = {
+        f"S{n}": {"Type": "Pass", **({"Next": f"S{n + 1}"} if n < steps else {"End": True})}
+        for n in range(steps + 1)
+    }
+    machine = sfn.create_state_machine(
+        name="long",
+        definition=json.dumps({"StartAt": "S0", "States": states}),
+        roleArn="arn:aws:iam::123456789012:role/sfn",
+    )["stateMachineArn"]
+    arn = sfn.start_execution(stateMachineArn=machine, name="x")["executionArn"]
+    deadline = time.monotonic() + 30
+    while sfn.describe_execution(executionArn=arn)["status"] != "SUCCEEDED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    history = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    blobs = BlobStore(tmp_path / "blobs")
+    snapshot.capture(blobs)
+    assert blobs.write_pending() >= MIN_BLOB_BYTES  # the history, as a payload file
+    taken = snapshot.capture(blobs)
+    assert blobs.write_pending() == 0  # the second snapshot does not pickle it again
+
+    BackendDict.reset()
+    snapshot.restore(taken, BlobStore(tmp_path / "blobs"))
+    restored = sfn.get_execution_history(executionArn=arn, maxResults=1000)["events"]
+    assert restored == history
+    assert sfn.describe_execution(executionArn=arn)["status"] == "SUCCEEDED"
