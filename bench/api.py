@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import ctypes
 import ctypes.util
 import json
@@ -131,12 +132,14 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
         time.sleep(0.1)
 
 
-async def load(base: str, clients: int, requests: int) -> tuple[list[float], float, int]:
+async def load(
+    base: str, clients: int, requests: int
+) -> tuple[list[float], float, collections.Counter[str]]:
     """`clients` concurrent clients share `requests` requests; returns latencies (ms), the
-    elapsed time and the number of failed requests."""
+    elapsed time and the failed requests by kind (an HTTP status, an exception's name)."""
     headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
     latencies: list[float] = []
-    errors = 0
+    errors: collections.Counter[str] = collections.Counter()
     remaining = requests
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
 
@@ -156,12 +159,12 @@ async def load(base: str, clients: int, requests: int) -> tuple[list[float], flo
                 started = time.perf_counter()
                 try:
                     response = await client.get(f"/environments?limit={PAGE_SIZE}&offset={offset}")
-                except httpx.TransportError:
-                    errors += 1
+                except httpx.TransportError as exc:
+                    errors[type(exc).__name__] += 1
                     continue
                 latencies.append((time.perf_counter() - started) * 1000)
                 if response.status_code != 200:
-                    errors += 1
+                    errors[str(response.status_code)] += 1
 
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(clients)))
@@ -236,7 +239,10 @@ def main() -> None:
         p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
         figures[label] = (p50, p99)
         rate = len(latencies) / elapsed
-        print(f"{label:<14}{p50:>10.1f}{p99:>10.1f}{rate:>10.0f}{errors:>8}{cpu_ms[label]:>12.2f}")
+        failed = sum(errors.values())
+        print(f"{label:<14}{p50:>10.1f}{p99:>10.1f}{rate:>10.0f}{failed:>8}{cpu_ms[label]:>12.2f}")
+        if failed:
+            print(f"{'':<14}errors: {dict(errors)}")
     (bare_p50, bare_p99), (our_p50, our_p99) = figures["bare FastAPI"], figures["provisioner"]
     print(
         f"ratio provisioner / bare: p50 {our_p50 / bare_p50:.2f}x, p99 {our_p99 / bare_p99:.2f}x, "
