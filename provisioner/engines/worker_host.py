@@ -16,10 +16,14 @@ from provisioner.engines.base import (
     StatusApiReply,
     StatusApiRequest,
 )
-from provisioner.errors import NotFoundError
+from provisioner.errors import EngineError, NotFoundError
 from stacks.config import PipelineConfig
 
 _DATA_PLANE_REUSE_S: Final = 300.0
+# A failed resolution (no credentials, a refused AssumeRole) is remembered for a while too: the
+# health sampler asks for every environment each round, and each attempt can cost a trip to
+# STS or the instance-metadata endpoint. Short, so that credentials once fixed are soon used.
+_DATA_PLANE_FAILURE_REUSE_S: Final = 30.0
 
 
 class WorkerOnlyHost:
@@ -30,7 +34,7 @@ class WorkerOnlyHost:
     def __init__(self, engine: type[Engine], settings: Settings) -> None:
         self._engine = engine
         self._settings = settings
-        self._access: dict[tuple[str, str], tuple[float, DataPlaneAccess]] = {}
+        self._access: dict[tuple[str, str], tuple[float, DataPlaneAccess | EngineError]] = {}
         self._access_lock = threading.Lock()
 
     def start(self) -> None:
@@ -69,9 +73,21 @@ class WorkerOnlyHost:
         key = (tenant, region)
         with self._access_lock:
             cached = self._access.get(key)
-            if cached is not None and time.monotonic() - cached[0] < _DATA_PLANE_REUSE_S:
-                return cached[1]
-        credentials = resolve_aws_credentials(self._settings, region, tenant, f"data-{tenant}")
+        if cached is not None:
+            resolved_at, outcome = cached
+            age = time.monotonic() - resolved_at
+            if isinstance(outcome, EngineError):
+                if age < _DATA_PLANE_FAILURE_REUSE_S:
+                    # A new instance each time: re-raising one would grow its traceback.
+                    raise type(outcome)(outcome.detail)
+            elif age < _DATA_PLANE_REUSE_S:
+                return outcome
+        try:
+            credentials = resolve_aws_credentials(self._settings, region, tenant, f"data-{tenant}")
+        except EngineError as error:
+            with self._access_lock:
+                self._access[key] = (time.monotonic(), error)
+            raise
         access = DataPlaneAccess(session_for(credentials, region))
         with self._access_lock:
             self._access[key] = (time.monotonic(), access)
