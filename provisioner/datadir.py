@@ -18,6 +18,34 @@ DIRECTORY_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 
 
+def write_atomically(path: Path, payload: bytes, *, sync_directory: bool = True) -> None:
+    """Replace `path` with `payload` (0600) so that a crash leaves the old file or the new one,
+    never a part: a temporary file, fsynced, renamed over it; then the directory fsynced, so the
+    rename itself is on disk (`sync_directory=False` for a caller that writes several files and
+    syncs their directory once, with `fsync_directory`)."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    if sync_directory:
+        fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def private_data_dir(settings: Settings) -> Path:
     """Create (or tighten) the data dir and the files in it; returns the directory.
 

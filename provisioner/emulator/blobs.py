@@ -16,14 +16,14 @@ half-restored emulator.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import weakref
 from pathlib import Path
 from typing import Any, Final
 
+from provisioner.datadir import fsync_directory, write_atomically
+
 BLOB_DIR: Final = "blobs"
-FILE_MODE: Final = 0o600
 # Smaller payloads stay inside the pickle: a file of their own would cost more than it saves.
 MIN_BLOB_BYTES: Final = 4096
 
@@ -112,11 +112,11 @@ class BlobStore:
         self._private_directory()
         written = 0
         for digest, payload in self._pending.items():
-            _write_durably(self._directory / digest, payload)
+            write_atomically(self._directory / digest, payload, sync_directory=False)
             self._on_disk.add(digest)
             written += len(payload)
         if self._pending:
-            _fsync_directory(self._directory)
+            fsync_directory(self._directory)
         self._pending = {}
         return written
 
@@ -163,25 +163,3 @@ class BlobStore:
 
     def _private_directory(self) -> None:
         self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-def _write_durably(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)

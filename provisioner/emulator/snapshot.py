@@ -28,7 +28,6 @@ import hashlib
 import importlib
 import io
 import json
-import os
 import pickle
 import sys
 import threading
@@ -50,11 +49,11 @@ from moto.sqs.models import SQSBackend
 from moto.stepfunctions.parser.api import ExecutionStatus
 from moto.stepfunctions.parser.backend.execution import Execution
 
+from provisioner.datadir import write_atomically
 from provisioner.emulator.blobs import MIN_BLOB_BYTES, BlobError, BlobStore
 
 # 2: large payloads live in content-addressed files beside the pickle (`blobs`).
 SNAPSHOT_FORMAT: Final = 2
-FILE_MODE: Final = 0o600
 # The error of an execution that a restart interrupted (it is FAILED after the restore).
 INTERRUPTED_ERROR: Final = "Emulator.Interrupted"
 
@@ -441,22 +440,7 @@ def running_executions() -> int:
 
 def write_file(path: Path, snapshot: bytes) -> None:
     """Replace `path` atomically (temporary file, fsync, rename): a crash leaves the old one."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(snapshot)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    write_atomically(path, snapshot)
 
 
 def taken_at(path: Path) -> float | None:
