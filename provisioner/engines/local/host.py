@@ -18,7 +18,7 @@ import structlog
 from botocore.config import Config
 
 from provisioner.config import Settings
-from provisioner.emulator import MOTO_ACCOUNT_ID
+from provisioner.emulator import MOTO_ACCOUNT_ID, sqs_counts
 from provisioner.emulator.alarm_evaluation import evaluate_alarms
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.deployed_code import CODE_DIR, CodeCache
@@ -108,6 +108,7 @@ class LocalHost:
         self._transport = InProcessTransport(self._server.gate, self.internal_endpoint_url)
         self._interpreter = FastInterpreter(self._transport)
         self._interpreter.install()
+        sqs_counts.install()
         self._workers = RuntimeWorkers(
             self._settings.local_runtime_workers or os.cpu_count() or 1,
             self.internal_endpoint_url,
@@ -184,6 +185,7 @@ class LocalHost:
         if self._interpreter is not None:
             self._interpreter.uninstall()
             self._interpreter = None
+        sqs_counts.uninstall()
         self._dispatcher.uninstall()
         self._server.stop()
 
