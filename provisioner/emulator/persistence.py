@@ -12,8 +12,8 @@ snapshot covers every waiter that arrived meanwhile.
 
 After a SIGKILL the emulator comes back as of the last snapshot: every write acknowledged to a
 party outside the service is in it. The service's own traffic since (the pipeline's progress)
-is lost with it, and the executions that were running at the cut are started again
-(`provisioner.engines.local.recovery`).
+is lost with it; `restore` reports the executions that were running at the cut as
+interrupted, for the caller to start again.
 
 Why the pickle is not taken in a forked child (as Redis's BGSAVE does, pausing only for the
 fork): the service runs dozens of threads (the HTTP servers, pollers, operation runners, the
