@@ -18,6 +18,12 @@ DIRECTORY_MODE: Final = 0o700
 FILE_MODE: Final = 0o600
 
 
+def private_directory(path: Path) -> None:
+    """Create `path` (and its parents) if need be, and make it 0700 whoever created it."""
+    path.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
+    os.chmod(path, DIRECTORY_MODE)
+
+
 def write_atomically(path: Path, payload: bytes, *, sync_directory: bool = True) -> None:
     """Replace `path` with `payload` (0600) so that a crash leaves the old file or the new one,
     never a part: a temporary file, fsynced, renamed over it; then the directory fsynced, so the

@@ -21,7 +21,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Final
 
-from provisioner.datadir import fsync_directory, write_atomically
+from provisioner.datadir import fsync_directory, private_directory, write_atomically
 
 BLOB_DIR: Final = "blobs"
 # Smaller payloads stay inside the pickle: a file of their own would cost more than it saves.
@@ -109,7 +109,7 @@ class BlobStore:
 
     def write_pending(self) -> int:
         """Write the payloads the last capture met for the first time; returns their bytes."""
-        self._private_directory()
+        private_directory(self._directory)
         written = 0
         for digest, payload in self._pending.items():
             write_atomically(self._directory / digest, payload, sync_directory=False)
@@ -160,6 +160,3 @@ class BlobStore:
                 else:  # a write that a crash interrupted
                     path.unlink(missing_ok=True)
         self._scanned = True
-
-    def _private_directory(self) -> None:
-        self._directory.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Final
 
-from provisioner.datadir import DIRECTORY_MODE, FILE_MODE
+from provisioner.datadir import DIRECTORY_MODE, FILE_MODE, private_directory
 
 CODE_DIR: Final = "lambda-code"
 # Lambda's limit for a function's unzipped code (a zip bomb stops here, not on the disk).
@@ -68,8 +68,7 @@ class CodeCache:
     def _unpack(self, code_sha256: str, code: bytes, target: Path) -> None:
         if hashlib.sha256(code).hexdigest() != code_sha256:
             raise ArchiveError("the code archive does not match its SHA-256")
-        self.root.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-        os.chmod(self.root, DIRECTORY_MODE)
+        private_directory(self.root)
         staging = Path(tempfile.mkdtemp(prefix=".unpacking-", dir=self.root))  # 0700
         try:
             _extract(code, staging)

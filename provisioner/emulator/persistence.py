@@ -36,6 +36,7 @@ from typing import Final
 
 import structlog
 
+from provisioner.datadir import private_directory
 from provisioner.emulator import snapshot
 from provisioner.emulator.blobs import BLOB_DIR, BlobStore
 from provisioner.emulator.gate import RequestGate
@@ -44,7 +45,6 @@ from provisioner.emulator.snapshot import InterruptedExecution, SnapshotError
 log = structlog.get_logger(__name__)
 
 SNAPSHOT_FILE: Final = "snapshot.bin"
-DIRECTORY_MODE: Final = 0o700
 # How long a snapshot waits for requests under way before it gives up (and tries again later).
 _PAUSE_TIMEOUT_S: Final = 10.0
 # A capture that meets a dict changing under it (an ungated request) is simply taken again.
@@ -90,7 +90,7 @@ class EmulatorPersistence:
 
     def restore(self) -> RestoreOutcome:
         """Load the snapshot into the (freshly reset) emulator, if there is a usable one."""
-        self._private_directory()
+        private_directory(self._directory)
         started = time.perf_counter()
         try:
             data = snapshot.read_file(self._path)
@@ -160,7 +160,7 @@ class EmulatorPersistence:
 
     def _save_locked(self) -> SnapshotFigures:
         started = time.perf_counter()
-        self._private_directory()
+        private_directory(self._directory)
         data, changes, pause_s = self._capture()
         # The payloads first: a snapshot on disk never references a file that is not there.
         blob_bytes = self._blobs.write_pending()
@@ -178,10 +178,6 @@ class EmulatorPersistence:
             blobs_removed=removed,
         )
         return figures
-
-    def _private_directory(self) -> None:
-        self._directory.mkdir(mode=DIRECTORY_MODE, parents=True, exist_ok=True)
-        self._directory.chmod(DIRECTORY_MODE)
 
     def _capture(self) -> tuple[bytes, int, float]:
         for attempt in range(1, _CAPTURE_ATTEMPTS + 1):
