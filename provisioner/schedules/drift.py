@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import structlog
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioner.config import Settings
@@ -39,23 +39,37 @@ def check_interval(row: EnvironmentRow, settings: Settings) -> int:
     return settings.drift_check_minutes if own is None else own
 
 
+def checks_on(settings: Settings) -> ColumnElement[bool]:
+    """The registry's side of `check_interval(row, settings) > 0`."""
+    own = EnvironmentRow.drift_check_minutes
+    if settings.drift_check_minutes > 0:
+        return or_(own.is_(None), own > 0)
+    return own > 0
+
+
+def check_candidates(settings: Settings, now: datetime) -> Select[EnvironmentRow]:
+    """READY environments with checks on whose check is due or not yet scheduled.
+
+    Environments with checks off stay in the registry: a tick is every few seconds, and a
+    fleet that never asked for checks must not cost a scan of every environment."""
+    return (
+        select(EnvironmentRow)
+        .where(
+            EnvironmentRow.state == EnvironmentState.READY,
+            checks_on(settings),
+            or_(EnvironmentRow.drift_due_at.is_(None), EnvironmentRow.drift_due_at <= now),
+        )
+        .order_by(EnvironmentRow.drift_due_at)
+    )
+
+
 def queue_due_checks(session: Session, settings: Settings, engine: str, now: datetime) -> list[str]:
     """Queue the drift checks that are due; returns their operation ids."""
     service = EnvironmentService(session, settings, engine)
     operations = OperationRepository(session)
     queued: list[str] = []
-    ready = session.scalars(
-        select(EnvironmentRow)
-        .where(
-            EnvironmentRow.state == EnvironmentState.READY,
-            or_(EnvironmentRow.drift_due_at.is_(None), EnvironmentRow.drift_due_at <= now),
-        )
-        .order_by(EnvironmentRow.drift_due_at)
-    ).all()
-    for row in ready:
-        minutes = check_interval(row, settings)
-        if minutes <= 0:
-            continue
+    for row in session.scalars(check_candidates(settings, now)).all():
+        minutes = check_interval(row, settings)  # > 0: `check_candidates` has only those
         due = row.drift_due_at
         if due is None:
             # Checks just turned on (or their interval changed): the first is one interval away.

@@ -19,6 +19,7 @@ from provisioner.app import create_app
 from provisioner.config import Settings
 from provisioner.db import utcnow
 from provisioner.operations.models import OperationRow
+from provisioner.schedules.drift import check_candidates
 from provisioner.schedules.scheduler import Scheduler
 from provisioner.schedules.service import TickResult
 from provisioner.webhooks.models import DeliveryRow
@@ -205,6 +206,24 @@ def test_checks_run_at_each_environments_interval(
     assert operation.json()["kind"] == "drift-check"
     assert operation.json()["requestedBy"] == "system"
     assert "scheduled drift check" in first_event(client, operation.json()["id"])["message"]
+
+
+@pytest.mark.parametrize("service_default", [0, 10])
+def test_a_tick_loads_only_environments_with_checks_on(
+    tmp_path: Path, database_url: str, clock: FakeClock, service_default: int
+) -> None:
+    # A tick runs every few seconds: a fleet that never asked for checks must not be scanned.
+    settings = drift_settings(tmp_path, database_url, drift_check_minutes=service_default)
+    with TestClient(create_app(settings, engine_reference=SCRIPTED_ENGINE, clock=clock)) as client:
+        ready(client, "own", tmp_path / "own.json", driftCheck={"intervalMinutes": 30})
+        ready(client, "dflt", tmp_path / "dflt.json")
+        ready(client, "off", tmp_path / "off.json", driftCheck={"intervalMinutes": 0})
+        database = client.app.state.services.database  # type: ignore[attr-defined]
+        with database.session(readonly=True) as session:
+            rows = session.scalars(check_candidates(settings, clock.at(1))).all()
+            loaded = sorted(row.name for row in rows)
+        assert loaded == (["dflt", "own"] if service_default else ["own"])
+        assert checked(client, 1, clock) == loaded
 
 
 def test_changing_the_interval_schedules_afresh(
