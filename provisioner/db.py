@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, DateTime, Engine, create_engine, event, text
+from sqlalchemy import Connection, DateTime, Engine, Integer, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from provisioner.migrations import migrate
@@ -45,6 +45,13 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+def revision_column() -> Mapped[int]:
+    """A row's revision: the registry itself adds one at every UPDATE of the row, whatever
+    wrote it (ORM, Core or by hand; the triggers of `provisioner.migrations`), so equal
+    revisions of a row mean an unchanged row. Read, never written, by the service."""
+    return mapped_column(Integer, nullable=False, default=0, server_default=text("0"))
 
 
 # An arbitrary, fixed advisory-lock key for start-up (schema, bootstrap key) across replicas.

@@ -32,6 +32,10 @@ class AddedColumn:
     backfill: str | None = None
 
 
+# The tables with a `revision` column (provisioner.db.revision_column): what the environment
+# list is made of (provisioner.environments.listing).
+REVISED_TABLES: Final = ("environments", "operations", "environment_health")
+
 ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     # Templates (docs/architecture.md §7): an environment created before them counts as
     # `default@1` with its whole config as its own overrides.
@@ -66,6 +70,8 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     AddedColumn("operations", "awaiting_since", "TIMESTAMP WITH TIME ZONE"),
     # Rollouts (docs/architecture.md §7): operations written before them belong to none.
     AddedColumn("operations", "rollout_id", "VARCHAR(36)"),
+    # Row revisions (provisioner.db.revision_column), kept by the triggers below.
+    *(AddedColumn(table, "revision", "INTEGER NOT NULL DEFAULT 0") for table in REVISED_TABLES),
 )
 
 # The one-active-operation index (operations.models) now also covers AWAITING_APPROVAL: an index
@@ -76,7 +82,8 @@ _ACTIVE_STATES_SQL: Final = "state IN ('QUEUED', 'RUNNING', 'AWAITING_APPROVAL')
 
 
 def migrate(engine: Engine) -> list[str]:
-    """Add the missing columns of `ADDED_COLUMNS`; returns the ones added (`table.column`)."""
+    """Add the missing columns of `ADDED_COLUMNS` and the one-active-operation index; returns
+    the ones added (`table.column`, `table.index`). Creates the missing revision triggers."""
     added: list[str] = []
     with engine.begin() as connection:
         postgres = connection.dialect.name == "postgresql"
@@ -96,8 +103,12 @@ def migrate(engine: Engine) -> list[str]:
             added.append(f"{step.table}.{step.column}")
         if _rebuild_active_index(connection, postgres):
             added.append(f"operations.{_ACTIVE_INDEX}")
+        # Also on a new registry (create_all makes no triggers): so not a migration to report.
+        triggers = _create_revision_triggers(connection, postgres)
     if added:
         log.warning("db.migrated", columns=added)
+    if triggers:
+        log.info("db.revision_triggers_created", triggers=triggers)
     return added
 
 
@@ -130,6 +141,64 @@ def _rebuild_active_index(connection: Connection, postgres: bool) -> bool:
         )
     )
     return True
+
+
+# PostgreSQL: a BEFORE trigger sets the new row's revision. SQLite cannot assign NEW, so an
+# AFTER trigger updates the row again (triggers do not fire recursively by default, and the
+# guard stops them if they did); SQLite counts only the outer statement's rows, so a
+# compare-and-set's rowcount is unchanged either way.
+_BUMP_FUNCTION: Final = """
+CREATE OR REPLACE FUNCTION registry_bump_revision() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.revision := OLD.revision + 1;
+    RETURN NEW;
+END
+$$"""
+
+
+def _create_revision_triggers(connection: Connection, postgres: bool) -> list[str]:
+    """The triggers that keep `REVISED_TABLES`' revisions; returns those created."""
+    inspector = inspect(connection)
+    created: list[str] = []
+    if postgres:
+        connection.execute(text(_BUMP_FUNCTION))
+    for table in REVISED_TABLES:
+        if not inspector.has_table(table):
+            continue
+        trigger = f"{table}_revision"
+        if postgres:
+            exists = connection.execute(
+                text(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = :name"
+                    " AND tgrelid = CAST(:table AS regclass)"
+                ),
+                {"name": trigger, "table": table},
+            ).scalar()
+            if exists:
+                continue
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER {trigger} BEFORE UPDATE ON {table}"
+                    " FOR EACH ROW EXECUTE FUNCTION registry_bump_revision()"
+                )
+            )
+        else:
+            exists = connection.execute(
+                text("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
+                {"name": trigger},
+            ).scalar()
+            if exists:
+                continue
+            connection.execute(
+                text(
+                    f"CREATE TRIGGER {trigger} AFTER UPDATE ON {table} FOR EACH ROW"
+                    " WHEN NEW.revision = OLD.revision BEGIN"
+                    f" UPDATE {table} SET revision = OLD.revision + 1 WHERE rowid = NEW.rowid;"
+                    " END"
+                )
+            )
+        created.append(f"{table}.{trigger}")
+    return created
 
 
 def _has_column(connection: Connection, table: str, column: str) -> bool:

@@ -5,9 +5,9 @@ A page is read as stored values (no JSON decoded, no type converted: cheap). An 
 whose values were seen before gets the bytes rendered then; any other is read again as rows,
 with its values in the same statement, and rendered as every response is (`environment_public`,
 pydantic), so a body is byte for byte what the models give. Nothing here can be stale: the
-key is everything the JSON is made of (every column of the environment, of its last
-operation and of its health sample, its template's latest version, the service's code version
-and the host's extras).
+key is the version of everything the JSON is made of (the revisions the registry keeps of the
+environment's row, of its last operation's and of its health sample's, its template's latest
+version, the service's code version and the host's extras).
 
 `plain_query` reads the route's query in its plainest forms without FastAPI's validation
 (the route's other costly half); anything else goes through the route's declared parameters.

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from provisioner.db import Base, UtcDateTime, utcnow
+from provisioner.db import Base, UtcDateTime, revision_column, utcnow
 
 
 class EnvironmentState(StrEnum):
@@ -83,3 +83,4 @@ class EnvironmentRow(Base):
     drift_remediated_for: Mapped[str | None] = mapped_column(String(36), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revision: Mapped[int] = revision_column()

@@ -7,20 +7,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     ColumnElement,
     Select,
     String,
-    Text,
     bindparam,
-    cast,
     func,
     select,
     type_coerce,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
-from sqlalchemy.sql.functions import FunctionElement
 
 from provisioner.environments.models import DriftStatus, EnvironmentRow
 from provisioner.environments.outdated import outdated_condition
@@ -30,46 +25,31 @@ from provisioner.templates.repository import latest_versions_query
 
 
 def _as_stored(column: Any) -> ColumnElement[Any]:
-    """A column as the database returns it, before any result processing: JSON as its text,
-    everything else as the driver gives it (hashable either way, and cheap)."""
-    label = f"{column.table.name}_{column.name}"
-    if isinstance(column.type, JSON):
-        return cast(column, Text).label(label)
-    return type_coerce(column, String).label(label)
+    """A column as the database returns it, before any result processing (hashable, cheap)."""
+    return type_coerce(column, String).label(f"{column.table.name}_{column.name}")
 
 
-class _StoredArray(FunctionElement[str]):
-    """A JSON array of the values, as the database renders it: one text for many columns
-    (cheaper to read and to compare than the columns one by one), equal only when they are."""
-
-    type = Text()
-    inherit_cache = True
-
-
-@compiles(_StoredArray)
-def _json_array(element: _StoredArray, compiler: Any, **kw: Any) -> str:
-    return f"json_array({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_StoredArray, "postgresql")
-def _json_build_array(element: _StoredArray, compiler: Any, **kw: Any) -> str:
-    # As text: the driver would decode json into lists, unhashable and slower to compare.
-    return f"CAST(json_build_array({compiler.process(element.clauses, **kw)}) AS TEXT)"
-
-
-# Everything a listed environment's JSON is made of (docs/architecture.md §5): its row, its
-# last operation's row, its health sample (§8) and its template's latest version. Every
-# column, not only those read today: equal values here mean an equal rendering
-# (provisioner.environments.listing). The id first, then all of them as one array.
+# What a listed environment's JSON is made of (docs/architecture.md §5), as versions: its row,
+# its last operation's row, its health sample (§8), each as its key, its revision (one more at
+# every UPDATE, provisioner.db.revision_column) and its creation time (a row deleted and
+# written again under its key starts its revisions afresh), and its template's latest version.
+# Equal values here mean an equal rendering (provisioner.environments.listing). The id first.
 _LATEST = latest_versions_query().subquery()
 _STORED: tuple[ColumnElement[Any], ...] = (
     EnvironmentRow.id.label("environments_id"),
-    _StoredArray(
-        *(_as_stored(c) for c in EnvironmentRow.__table__.columns),
-        *(_as_stored(c) for c in OperationRow.__table__.columns),
-        *(_as_stored(c) for c in EnvironmentHealthRow.__table__.columns),
-        _LATEST.c.latest,
-    ).label("stored"),
+    *(
+        _as_stored(column)
+        for column in (
+            EnvironmentRow.revision,
+            EnvironmentRow.created_at,
+            OperationRow.id,
+            OperationRow.revision,
+            OperationRow.created_at,
+            EnvironmentHealthRow.revision,
+            EnvironmentHealthRow.checked_at,
+        )
+    ),
+    _LATEST.c.latest,
 )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from provisioner.db import Base, UtcDateTime
+from provisioner.db import Base, UtcDateTime, revision_column
 
 
 class EnvironmentHealthRow(Base):
@@ -25,3 +25,4 @@ class EnvironmentHealthRow(Base):
     # Compare-and-set: a sample is recorded only over the version it started from, so two
     # replicas sampling at once record (and notify) once.
     version: Mapped[int] = mapped_column(Integer, default=1)
+    revision: Mapped[int] = revision_column()

@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from provisioner.db import Base, UtcDateTime, utcnow
+from provisioner.db import Base, UtcDateTime, revision_column, utcnow
 
 
 class OperationState(StrEnum):
@@ -103,6 +103,7 @@ class OperationRow(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    revision: Mapped[int] = revision_column()
 
 
 class OperationEventRow(Base):

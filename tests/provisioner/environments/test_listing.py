@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import TypeAdapter
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.orm import Session
 
 from provisioner.app import create_app
@@ -25,6 +25,7 @@ from provisioner.environments.models import DriftStatus, EnvironmentRow, Environ
 from provisioner.environments.outdated import outdated_reasons
 from provisioner.environments.schemas import EnvironmentPublic, FleetView, environment_public
 from provisioner.monitoring.models import EnvironmentHealthRow
+from provisioner.monitoring.repository import HealthRepository
 from provisioner.operations.models import FINAL_OPERATION_STATES, OperationRow
 from provisioner.schemas import Page
 from provisioner.templates.models import TemplateRow, TemplateVersionRow
@@ -323,6 +324,32 @@ def test_a_page_shows_every_change_at_once(seeded: tuple[TestClient, Database]) 
     assert outdated != changed
     assert outdated == expected()
     assert b"latest gold@4" in outdated
+    # Writes that bypass the ORM: by hand (SQL), and a health sample's compare-and-set.
+    with database.session() as session:
+        session.execute(
+            text("UPDATE environments SET failure_reason = 'by hand' WHERE id = :id"),
+            {"id": _id(10)},
+        )
+    by_hand = listed()
+    assert b'"failureReason":"by hand"' in by_hand
+    assert by_hand == expected()
+    # One health sample, then another over it (the sampler's compare-and-set).
+    sample: dict[str, Any] = {
+        "status": "OK", "alarms": [], "dlqDepths": None,
+        "completedLastHour": 3, "failedLastHour": 0,
+    }  # fmt: skip
+    values = {"checked_at": _T0, "failed_watermark": "", "failed_recent": {}}
+    with database.session() as session:
+        assert HealthRepository(session).record(_id(10), None, {**values, "health": sample})
+    first_sample = listed()
+    assert b'"completedLastHour":3' in first_sample
+    assert first_sample == expected()
+    with database.session() as session:
+        again = {**values, "health": {**sample, "completedLastHour": 4}}
+        assert HealthRepository(session).record(_id(10), 1, again)  # same checked_at, new figures
+    second_sample = listed()
+    assert b'"completedLastHour":4' in second_sample
+    assert second_sample == expected()
     # A deleted environment leaves the page.
     with database.session() as session:
         session.execute(delete(OperationRow).where(OperationRow.environment_id == _id(4)))

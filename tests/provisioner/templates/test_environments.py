@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Column, MetaData, Table, create_engine, inspect
+from sqlalchemy import Column, Connection, MetaData, Table, create_engine, inspect, text
 
 from provisioner.app import create_app
 from provisioner.config import Settings
@@ -216,3 +216,36 @@ def test_an_old_registry_is_migrated_to_default_1_with_its_config_as_overrides(
         assert body["codeVersion"] is None
         assert body["outdatedReasons"] == [f"code none, service {service_code_version()}"]
         assert names(client, "outdated=true") == ["old"]
+
+
+def test_an_old_registry_gets_revisions_that_the_registry_keeps(settings: Settings) -> None:
+    """The revision column is added, and its trigger created once, however often the service
+    starts; every UPDATE, whoever writes it, moves the revision on."""
+    url = settings.resolved_database_url
+    _old_environments_table(url)
+    database = Database(url)
+    database.create_schema()
+    database.create_schema()
+    old_id = "00000000-0000-0000-0000-000000000001"
+    with database.engine.begin() as connection:
+        assert _revision(connection, old_id) == 0
+        for reason in ("one", "two"):
+            connection.execute(
+                text("UPDATE environments SET failure_reason = :reason WHERE id = :id"),
+                {"reason": reason, "id": old_id},
+            )
+        assert _revision(connection, old_id) == 2
+        # A compare-and-set still counts the rows it matched, not the trigger's own write.
+        matched = connection.execute(
+            text("UPDATE environments SET failure_reason = 'three' WHERE id = :id"),
+            {"id": old_id},
+        )
+        assert matched.rowcount == 1
+    database.dispose()
+
+
+def _revision(connection: Connection, environment_id: str) -> int:
+    revision: int = connection.execute(
+        text("SELECT revision FROM environments WHERE id = :id"), {"id": environment_id}
+    ).scalar_one()
+    return revision
