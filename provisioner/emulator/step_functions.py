@@ -104,6 +104,7 @@ class FastInterpreter:
         self._clients: dict[tuple[str, str], Any] = {}
         self._programs: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
+        self._parse_lock = threading.Lock()
         self._original_factory: Any = None
         self._original_entrypoint: Any = None
         self.parses = 0  # definitions parsed (diagnostics, tests)
@@ -153,14 +154,21 @@ class FastInterpreter:
             if program is not None:
                 self._programs.move_to_end(definition)
                 return program
-        # Outside the lock: a parse takes a while, and parsing twice is harmless.
-        program = AmazonStateLanguageParser.parse(definition)[0]
-        _assign_heap_keys(program)
-        with self._lock:
-            self.parses += 1
-            self._programs[definition] = program
-            while len(self._programs) > PROGRAM_CACHE_SIZE:
-                self._programs.popitem(last=False)
+        # One parse at a time, outside the clients' lock: executions of a new definition
+        # started together wait for its one parse (parsing is CPU under the interpreter lock:
+        # parsing in parallel would gain nothing and parse it once per execution).
+        with self._parse_lock:
+            with self._lock:
+                program = self._programs.get(definition)
+            if program is not None:
+                return program
+            program = AmazonStateLanguageParser.parse(definition)[0]
+            _assign_heap_keys(program)
+            with self._lock:
+                self.parses += 1
+                self._programs[definition] = program
+                while len(self._programs) > PROGRAM_CACHE_SIZE:
+                    self._programs.popitem(last=False)
         return program
 
     # --- installing ---------------------------------------------------------------------------
