@@ -30,6 +30,8 @@ class AddedColumn:
     definition: str
     # Fills the column in on rows that predate it (None: the DDL default is right).
     backfill: str | None = None
+    # The model declares `index=True`: the index create_all would have made (`ix_table_column`).
+    indexed: bool = False
 
 
 # The tables with a `revision` column (provisioner.db.revision_column): what the environment
@@ -69,7 +71,7 @@ ADDED_COLUMNS: Final[tuple[AddedColumn, ...]] = (
     AddedColumn("operations", "preview_fingerprint", "VARCHAR(64)"),
     AddedColumn("operations", "awaiting_since", "TIMESTAMP WITH TIME ZONE"),
     # Rollouts (docs/architecture.md §7): operations written before them belong to none.
-    AddedColumn("operations", "rollout_id", "VARCHAR(36)"),
+    AddedColumn("operations", "rollout_id", "VARCHAR(36)", indexed=True),
     # Row revisions (provisioner.db.revision_column), kept by the triggers below.
     *(AddedColumn(table, "revision", "INTEGER NOT NULL DEFAULT 0") for table in REVISED_TABLES),
 )
@@ -101,6 +103,9 @@ def migrate(engine: Engine) -> list[str]:
             if step.backfill is not None:
                 connection.execute(text(step.backfill))
             added.append(f"{step.table}.{step.column}")
+        for step in ADDED_COLUMNS:
+            if step.indexed and _create_column_index(connection, step.table, step.column):
+                added.append(f"{step.table}.ix_{step.table}_{step.column}")
         if _rebuild_active_index(connection, postgres):
             added.append(f"operations.{_ACTIVE_INDEX}")
         # Also on a new registry (create_all makes no triggers): so not a migration to report.
@@ -199,6 +204,19 @@ def _create_revision_triggers(connection: Connection, postgres: bool) -> list[st
             )
         created.append(f"{table}.{trigger}")
     return created
+
+
+def _create_column_index(connection: Connection, table: str, column: str) -> bool:
+    """The index of an added column, unless the registry has it (looked up first, so that a
+    start over a complete registry runs no DDL)."""
+    inspector = inspect(connection)
+    if not inspector.has_table(table):
+        return False
+    name = f"ix_{table}_{column}"
+    if any(index["name"] == name for index in inspector.get_indexes(table)):
+        return False
+    connection.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})"))
+    return True
 
 
 def _has_column(connection: Connection, table: str, column: str) -> bool:
