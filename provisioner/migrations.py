@@ -162,25 +162,19 @@ $$"""
 
 
 def _create_revision_triggers(connection: Connection, postgres: bool) -> list[str]:
-    """The triggers that keep `REVISED_TABLES`' revisions; returns those created."""
+    """The triggers that keep `REVISED_TABLES`' revisions; returns those created. Over a
+    registry that has them, no DDL: the service may run as a role that owns nothing."""
     inspector = inspect(connection)
-    created: list[str] = []
-    if postgres:
+    missing = [
+        table
+        for table in REVISED_TABLES
+        if inspector.has_table(table) and not _has_trigger(connection, table, postgres)
+    ]
+    if postgres and missing and not _has_bump_function(connection):
         connection.execute(text(_BUMP_FUNCTION))
-    for table in REVISED_TABLES:
-        if not inspector.has_table(table):
-            continue
+    for table in missing:
         trigger = f"{table}_revision"
         if postgres:
-            exists = connection.execute(
-                text(
-                    "SELECT 1 FROM pg_trigger WHERE tgname = :name"
-                    " AND tgrelid = CAST(:table AS regclass)"
-                ),
-                {"name": trigger, "table": table},
-            ).scalar()
-            if exists:
-                continue
             connection.execute(
                 text(
                     f"CREATE TRIGGER {trigger} BEFORE UPDATE ON {table}"
@@ -188,22 +182,38 @@ def _create_revision_triggers(connection: Connection, postgres: bool) -> list[st
                 )
             )
         else:
-            exists = connection.execute(
-                text("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
-                {"name": trigger},
-            ).scalar()
-            if exists:
-                continue
+            # `<=`: a write that sets the revision itself (a copy, a restore) cannot move it
+            # back to a value an earlier version of the row had.
             connection.execute(
                 text(
                     f"CREATE TRIGGER {trigger} AFTER UPDATE ON {table} FOR EACH ROW"
-                    " WHEN NEW.revision = OLD.revision BEGIN"
+                    " WHEN NEW.revision <= OLD.revision BEGIN"
                     f" UPDATE {table} SET revision = OLD.revision + 1 WHERE rowid = NEW.rowid;"
                     " END"
                 )
             )
-        created.append(f"{table}.{trigger}")
-    return created
+    return [f"{table}.{table}_revision" for table in missing]
+
+
+def _has_trigger(connection: Connection, table: str, postgres: bool) -> bool:
+    if postgres:
+        query = (
+            "SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = CAST(:table AS regclass)"
+        )
+    else:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"
+    values = {"name": f"{table}_revision", **({"table": table} if postgres else {})}
+    return connection.execute(text(query), values).scalar() is not None
+
+
+def _has_bump_function(connection: Connection) -> bool:
+    found = connection.execute(
+        text(
+            "SELECT 1 FROM pg_proc JOIN pg_namespace ON pg_namespace.oid = pg_proc.pronamespace"
+            " WHERE proname = 'registry_bump_revision' AND nspname = current_schema()"
+        )
+    )
+    return found.scalar() is not None
 
 
 def _create_column_index(connection: Connection, table: str, column: str) -> bool:

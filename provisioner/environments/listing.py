@@ -7,7 +7,10 @@ with its values in the same statement, and rendered as every response is (`envir
 pydantic), so a body is byte for byte what the models give. Nothing here can be stale: the
 key is the version of everything the JSON is made of (the revisions the registry keeps of the
 environment's row, of its last operation's and of its health sample's, its template's latest
-version, the service's code version and the host's extras).
+version, the service's code version and the host's extras). Revisions only move forward,
+except under a registry put back from a backup or replayed with triggers off
+(`session_replication_role = replica`): restart the replicas after such a restore, so that
+they forget what they rendered.
 
 `plain_query` reads the route's query in its plainest forms without FastAPI's validation
 (the route's other costly half); anything else goes through the route's declared parameters.

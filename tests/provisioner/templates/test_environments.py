@@ -241,6 +241,12 @@ def test_an_old_registry_gets_revisions_that_the_registry_keeps(settings: Settin
             {"id": old_id},
         )
         assert matched.rowcount == 1
+        # A write that sets the revision itself (a copy, a restore) cannot move it back.
+        connection.execute(
+            text("UPDATE environments SET failure_reason = 'four', revision = 0 WHERE id = :id"),
+            {"id": old_id},
+        )
+        assert _revision(connection, old_id) == 4
     database.dispose()
 
 
