@@ -8,6 +8,9 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy import Column, MetaData, Table
+
+from provisioner.migrations import ADDED_COLUMNS
 
 ADMIN_KEY = "mdp_test-admin-key-0123456789abcdefghijklmnop"
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED", "INTERRUPTED")
@@ -74,3 +77,15 @@ def sse_events(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
         field, _, value = line.partition(":")
         value = value.removeprefix(" ")
         event[field] = event.get(field, "") + value if field == "data" else value
+
+
+def as_first_released(table: Table, metadata: MetaData) -> Table:
+    """`table` as its first release made it: without the columns (nor their indexes) that
+    `provisioner.migrations` adds to older registries."""
+    added = {step.column for step in ADDED_COLUMNS if step.table == table.name}
+    columns = [
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in table.columns
+        if c.name not in added
+    ]
+    return Table(table.name, metadata, *columns)

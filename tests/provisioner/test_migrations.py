@@ -6,26 +6,19 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import Column, MetaData, Table, create_engine, inspect, make_url, text
+from sqlalchemy import MetaData, create_engine, inspect, make_url, text
 
 from provisioner.config import Settings
 from provisioner.db import Database
-from provisioner.migrations import ADDED_COLUMNS, migrate
+from provisioner.migrations import migrate
 from provisioner.operations.models import OperationRow
+from tests.factories import as_first_released
 from tests.provisioner.conftest import POSTGRES_URL
 
 
 def _old_operations_table(url: str) -> None:
-    """The operations table as first released: without the columns (and indexes) added since."""
-    added = {step.column for step in ADDED_COLUMNS if step.table == "operations"}
-    metadata = MetaData()
-    columns = [
-        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-        for c in OperationRow.__table__.columns
-        if c.name not in added
-    ]
     engine = create_engine(url)
-    Table("operations", metadata, *columns).create(engine)
+    as_first_released(OperationRow.__table__, MetaData()).create(engine)
     engine.dispose()
 
 

@@ -7,15 +7,14 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Column, Connection, MetaData, Table, create_engine, inspect, text
+from sqlalchemy import Connection, MetaData, create_engine, inspect, text
 
 from provisioner.app import create_app
 from provisioner.config import Settings
 from provisioner.db import Database, utcnow
 from provisioner.environments.models import EnvironmentRow
-from provisioner.migrations import ADDED_COLUMNS
 from provisioner.versions import service_code_version
-from tests.factories import auth, environment_body, wait_for_operation
+from tests.factories import as_first_released, auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE
 from tests.provisioner.templates.test_templates import add_version, publish
 
@@ -168,17 +167,10 @@ def test_outdated_by_code_version(settings: Settings) -> None:
 
 
 def _old_environments_table(url: str) -> None:
-    """The environments table as it was first released: without the columns added since."""
-    added = {step.column for step in ADDED_COLUMNS if step.table == "environments"}
-    metadata = MetaData()
-    columns = [
-        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
-        for c in EnvironmentRow.__table__.columns
-        if c.name not in added
-    ]
-    table = Table("environments", metadata, *columns)
+    """The environments table as it was first released, with one environment."""
+    table = as_first_released(EnvironmentRow.__table__, MetaData())
     engine = create_engine(url)
-    metadata.create_all(engine)
+    table.create(engine)
     with engine.begin() as connection:
         connection.execute(
             table.insert().values(
