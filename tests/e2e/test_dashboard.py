@@ -332,9 +332,21 @@ def test_live_progress_resumes_after_a_dropped_stream_and_cancels(
     expect(connection).to_have_text("Live")
     assert [request.headers.get("last-event-id") for request in streams] == [None, "2"]
 
-    # The operation waits at its gate: cancel it.
+    # The operation waits at its gate: cancel it. The flash may show the cancel's outcome before
+    # an assertion polls it, so every text it shows is recorded.
+    page.evaluate(
+        """() => {
+            const flash = document.getElementById("flash");
+            window.flashTexts = [];
+            new MutationObserver(() => window.flashTexts.push(flash.textContent))
+                .observe(flash, {childList: true, subtree: true, characterData: true});
+        }"""
+    )
     page.get_by_role("button", name="Cancel operation").click()
-    expect(page.locator("#flash")).to_contain_text(f"Cancel requested for operation {operation_id}")
+    page.wait_for_function(
+        "text => window.flashTexts.some(shown => shown.includes(text))",
+        arg=f"Cancel requested for operation {operation_id}",
+    )
     expect(page.locator(".operation-panel h2 .badge")).to_have_text("CANCELLED")
     expect(state_badge(page)).to_have_text("FAILED")
     expect(page.get_by_text("Last change failed: create cancelled")).to_be_visible()
