@@ -43,6 +43,7 @@ test: lint typecheck pytest
 bench: install
 	$(BIN)/python -m bench.processor
 	$(BIN)/python -m bench.api
+	$(BIN)/python -m bench.listing_statement
 	$(BIN)/python -m bench.dataplane
 
 clean:

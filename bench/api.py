@@ -133,7 +133,7 @@ def start_server(factory: str, env: dict[str, str]) -> tuple[subprocess.Popen[by
 
 
 async def load(
-    base: str, clients: int, requests: int
+    base: str, clients: int, requests: int, environments: int
 ) -> tuple[list[float], float, collections.Counter[str]]:
     """`clients` concurrent clients share `requests` requests; returns latencies (ms), the
     elapsed time and the failed requests by kind (an HTTP status, an exception's name)."""
@@ -149,11 +149,11 @@ async def load(
         base_url=base, headers=headers, limits=limits, timeout=60
     ) as client:
         # Warm-up: open every connection once, and ask for every page the run asks for (with
-        # 50 clients and 1,000 environments), as a serving replica has: the provisioner renders
+        # at least as many clients as pages), as a serving replica has: the provisioner renders
         # an environment's JSON once per version of it, and the first rendering of each is a
         # start-up cost, like the settling above, not the listing's steady state.
         for index in range(clients):
-            offset = (index * PAGE_SIZE) % 1000
+            offset = (index * PAGE_SIZE) % environments
             page = await client.get(f"/environments?limit={PAGE_SIZE}&offset={offset}")
             page.raise_for_status()
 
@@ -161,7 +161,7 @@ async def load(
             nonlocal remaining, errors
             while remaining > 0:
                 remaining -= 1
-                offset = (remaining * PAGE_SIZE) % 1000
+                offset = (remaining * PAGE_SIZE) % environments
                 started = time.perf_counter()
                 try:
                     response = await client.get(f"/environments?limit={PAGE_SIZE}&offset={offset}")
@@ -223,7 +223,8 @@ def main() -> None:
                     settled_after = wait_until_idle(server.pid)
                     print(f"{label}: settled after {settled_after:.0f} s", file=sys.stderr)
                     before = _cpu_seconds(server.pid)
-                    results[label] = asyncio.run(load(base, args.clients, args.requests))
+                    run = load(base, args.clients, args.requests, args.environments)
+                    results[label] = asyncio.run(run)
                     # warm-up requests (one per client) included
                     served = args.requests + args.clients
                     cpu_ms[label] = (_cpu_seconds(server.pid) - before) * 1000 / served

@@ -196,14 +196,21 @@ def _create_revision_triggers(connection: Connection, postgres: bool) -> list[st
 
 
 def _has_trigger(connection: Connection, table: str, postgres: bool) -> bool:
+    name = f"{table}_revision"
     if postgres:
-        query = (
-            "SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = CAST(:table AS regclass)"
+        found = connection.execute(
+            text(
+                "SELECT 1 FROM pg_trigger"
+                " WHERE tgname = :name AND tgrelid = CAST(:table AS regclass)"
+            ),
+            {"name": name, "table": table},
         )
     else:
-        query = "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"
-    values = {"name": f"{table}_revision", **({"table": table} if postgres else {})}
-    return connection.execute(text(query), values).scalar() is not None
+        found = connection.execute(
+            text("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = :name"),
+            {"name": name},
+        )
+    return found.scalar() is not None
 
 
 def _has_bump_function(connection: Connection) -> bool:

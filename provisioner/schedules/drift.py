@@ -50,8 +50,8 @@ def checks_on(settings: Settings) -> ColumnElement[bool]:
 def check_candidates(settings: Settings, now: datetime) -> Select[EnvironmentRow]:
     """READY environments with checks on whose check is due or not yet scheduled.
 
-    Environments with checks off stay in the registry: a tick is every few seconds, and a
-    fleet that never asked for checks must not cost a scan of every environment."""
+    Environments with checks off are not loaded: a tick is every few seconds, and a fleet
+    that never asked for checks must not cost a read of every environment."""
     return (
         select(EnvironmentRow)
         .where(
