@@ -1,4 +1,5 @@
 """The AWS emulator's HTTP server: moto's WSGI app behind one request gate, on two listeners.
+DynamoDB's requests pass moto one at a time (`table_atomicity`).
 
 It runs in this process (so `lambda_dispatch` can hook its Lambda backend) and configures
 moto process-wide: Step Functions executes definitions, Lambda uses the no-Docker backend, and
@@ -31,6 +32,7 @@ from botocore.config import Config
 
 from provisioner.emulator.acknowledgement import DurableAcknowledgements
 from provisioner.emulator.gate import RequestGate, WsgiApp
+from provisioner.emulator.table_atomicity import SerialTables
 
 logger = structlog.get_logger(__name__)
 
@@ -170,7 +172,7 @@ class EmulatorServer:
                 )
             dispatcher = DomainDispatcherApplication(create_backend_app)
             remember_backend_lookups(dispatcher)
-            gate = RequestGate(dispatcher)
+            gate = RequestGate(SerialTables(dispatcher))
             published = _Listener(self._host, self._requested_port, gate)
             try:
                 internal = _Listener(INTERNAL_HOST, 0, gate)

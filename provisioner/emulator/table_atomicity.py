@@ -1,0 +1,45 @@
+"""DynamoDB requests applied one at a time: WSGI middleware around moto's app.
+
+DynamoDB applies each request to an item atomically: a read sees an update whole or not at all,
+and a condition is checked and the write made as one step. moto 5.2.x does neither under
+threads. UpdateItem checks the condition, then applies the update to the stored item in place,
+one action after another, holding nothing; the emulator serves requests on threads. A GetItem
+in the middle saw an item that had half of an update (a COMPLETED status beside the previous
+stage's `updatedAt`), and two compare-and-set writes both passed one condition, so one lost
+its update while told it succeeded. The pipeline's rank guard is such a condition.
+
+So every DynamoDB request (the JSON protocol's `DynamoDB_20120810.*` targets, Streams' too)
+runs under one lock. moto answers them in well under a millisecond to a few for a large scan,
+in CPU that the interpreter lock serialises anyway, so this costs little, and requests of
+other services never wait for it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Final
+
+from provisioner.emulator.gate import Environ, StartResponse, WsgiApp
+
+_DYNAMODB_TARGETS: Final = ("DynamoDB_", "DynamoDBStreams_")
+
+
+def is_dynamodb(environ: Environ) -> bool:
+    """Whether the request is a DynamoDB (or DynamoDB Streams) API call."""
+    return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS)
+
+
+class SerialTables:
+    """Wraps moto's WSGI app; see the module docstring."""
+
+    def __init__(self, app: WsgiApp) -> None:
+        self._app = app
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        if not is_dynamodb(environ):
+            return self._app(environ, start_response)
+        with self._lock:
+            # The body is produced under the lock: a lazy body would read the table later.
+            return list(self._app(environ, start_response))
