@@ -271,8 +271,8 @@ def test_transient_errors_are_retried_and_persistent_ones_fail_the_stage(
     # Throttled on every attempt: FAILED at the processor, and in the processor's DLQ.
     doomed_id = p.file_id("incoming/doomed.csv", doomed_version)
     doomed = p.status(doomed_id)
-    assert doomed["status"] == "FAILED"
-    assert doomed["error"]["stage"] == "processor"
+    assert doomed["status"] == "FAILED", doomed
+    assert doomed["error"]["stage"] == "processor", doomed["error"]
     assert doomed["error"]["type"] == "ClientError"
     assert "SlowDown" in doomed["error"]["message"]
     assert len(always) == 1 + RETRY.max_attempts
