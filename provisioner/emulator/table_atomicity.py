@@ -11,7 +11,10 @@ its update while told it succeeded. The pipeline's rank guard is such a conditio
 So every DynamoDB request (the JSON protocol's `DynamoDB_20120810.*` targets, Streams' too)
 runs under one lock. moto answers them in well under a millisecond to a few for a large scan,
 in CPU that the interpreter lock serialises anyway, so this costs little, and requests of
-other services never wait for it.
+other services never wait for it. No DynamoDB request calls back into the emulator (the
+pipeline's tables have no streams feeding functions), so none waits on the lock it holds.
+Everything reaches moto's DynamoDB through the server's gate, HTTP or in process, and the
+snapshot reads it only while the gate holds every request back.
 """
 
 from __future__ import annotations
