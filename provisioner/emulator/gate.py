@@ -4,6 +4,9 @@ the requests that may have changed something (`changes`), so an idle emulator is
 and a wait for durability knows which snapshot holds it. Both of the server's listeners pass
 the one gate, so a pause holds them both.
 
+A request counts as under way only once its whole body has arrived (`read_body`): a client
+that stalls halfway through sending one holds up neither a snapshot nor anything behind it.
+
 Two kinds of request do not hold a snapshot up: Lambda invocations (they run handler code for
 up to minutes; what the handler changes comes back through requests of its own) and SQS
 long polls, which mostly wait (a receive is no acknowledgement: a message received but not
@@ -13,6 +16,7 @@ a dict that changes size under it; the snapshot is then simply taken again.
 
 from __future__ import annotations
 
+import io
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +37,31 @@ def _action(environ: Environ) -> str:
     """The operation named by a JSON-protocol request (`X-Amz-Target: Service.Action`)."""
     target = str(environ.get("HTTP_X_AMZ_TARGET", ""))
     return target.rsplit(".", 1)[-1]
+
+
+_BODY_READ: Final = "emulator.body_read"
+
+
+def read_body(environ: Environ) -> None:
+    """Read the request's body from the client now, into memory, and serve it from there.
+
+    Before a request takes anything that others wait for (the gate's count, the table lock),
+    so that the time a slow or stalled client takes to send it is its own. Once per request."""
+    if environ.get(_BODY_READ):
+        return
+    stream = environ.get("wsgi.input")
+    length = str(environ.get("CONTENT_LENGTH") or "").strip()
+    if stream is None:
+        body = b""
+    elif length.isdigit():
+        body = stream.read(int(length))
+    elif environ.get("wsgi.input_terminated"):  # chunked: the server ends the stream
+        body = stream.read()
+    else:
+        body = b""  # no length and no end: WSGI says read nothing
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+    environ[_BODY_READ] = True
 
 
 def holds_snapshot(environ: Environ) -> bool:
@@ -62,6 +91,7 @@ class RequestGate:
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         gated = holds_snapshot(environ)
+        read_body(environ)
         with self._condition:
             while self._paused:
                 self._condition.wait()

@@ -9,12 +9,16 @@ stage's `updatedAt`), and two compare-and-set writes both passed one condition, 
 its update while told it succeeded. The pipeline's rank guard is such a condition.
 
 So every DynamoDB request (the JSON protocol's `DynamoDB_20120810.*` targets, Streams' too)
-runs under one lock. moto answers them in well under a millisecond to a few for a large scan,
-in CPU that the interpreter lock serialises anyway, so this costs little, and requests of
-other services never wait for it. No DynamoDB request calls back into the emulator (the
-pipeline's tables have no streams feeding functions), so none waits on the lock it holds.
-Everything reaches moto's DynamoDB through the server's gate, HTTP or in process, and the
-snapshot reads it only while the gate holds every request back.
+runs under one lock, and so does moto's own API (`/moto-api/`: reset, state dumps), which
+replaces or reads the same backends. moto answers them in well under a millisecond to a few
+for a large scan, in CPU that the interpreter lock serialises anyway, so this costs little,
+and requests of other services never wait for it. A request's body is read before it waits
+(`gate.read_body`), so a client that is slow to send one holds nobody else up.
+
+No DynamoDB request calls back into the emulator (the pipeline's tables have no streams
+feeding functions), so none waits on the lock it holds. Everything reaches moto's DynamoDB
+through the server's gate, HTTP or in process, and the snapshot reads it only while the gate
+holds every request back.
 """
 
 from __future__ import annotations
@@ -23,14 +27,17 @@ import threading
 from collections.abc import Iterable
 from typing import Final
 
-from provisioner.emulator.gate import Environ, StartResponse, WsgiApp
+from provisioner.emulator.gate import Environ, StartResponse, WsgiApp, read_body
 
 _DYNAMODB_TARGETS: Final = ("DynamoDB_", "DynamoDBStreams_")
+_MOTO_API: Final = "/moto-api/"
 
 
-def is_dynamodb(environ: Environ) -> bool:
-    """Whether the request is a DynamoDB (or DynamoDB Streams) API call."""
-    return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS)
+def serialised(environ: Environ) -> bool:
+    """Whether the request runs under the lock: a DynamoDB (or Streams) call, or moto's API."""
+    return str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS) or str(
+        environ.get("PATH_INFO", "")
+    ).startswith(_MOTO_API)
 
 
 class SerialTables:
@@ -41,8 +48,9 @@ class SerialTables:
         self._lock = threading.Lock()
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        if not is_dynamodb(environ):
+        if not serialised(environ):
             return self._app(environ, start_response)
+        read_body(environ)  # already read behind the gate; here too for any other caller
         with self._lock:
             # The body is produced under the lock: a lazy body would read the table later.
             return list(self._app(environ, start_response))

@@ -1,27 +1,35 @@
 """DynamoDB in the emulator applies each request whole, as DynamoDB does: a read never sees half
-of an update, and two conditional writes never both pass one condition.
+of an update, and two conditional writes never both pass one condition; and a client that
+stalls while sending a body holds up no one else.
 
 moto applies an UpdateItem to the stored item in place, one action after another, and checks a
 condition before it writes without holding anything; the emulator's server runs requests on
-threads. Each test here fails on moto's app served without `table_atomicity`.
+threads. The first two tests fail on moto's app served without `table_atomicity`.
 """
 
 from __future__ import annotations
 
+import io
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
+from provisioner.emulator.gate import read_body
 from provisioner.emulator.server import EmulatorServer
+from provisioner.emulator.table_atomicity import serialised
 from tests.emulator.conftest import REGION
 
 pytestmark = pytest.mark.slow
 
 TABLE = "atomicity"
-FIELDS = 40  # attributes one update sets: a wide window for a read in the middle of it
+FIELDS = 80  # attributes one update sets: a wide window for a read in the middle of it
+PADDING = 40  # attributes a compare-and-set sets before its counter: a window after its check
 
 
 @pytest.fixture
@@ -79,7 +87,7 @@ def test_a_read_never_sees_half_an_update(dynamodb: Any) -> None:
 
     def write() -> None:
         try:
-            for n in range(1, 150):
+            for n in range(1, 100):
                 dynamodb.update_item(
                     TableName=TABLE,
                     Key={"id": {"S": "x"}},
@@ -103,9 +111,9 @@ def test_a_read_never_sees_half_an_update(dynamodb: Any) -> None:
 
 def test_two_conditional_writes_never_both_pass_one_condition(dynamodb: Any) -> None:
     """Compare-and-set counting: every increment that was told it succeeded is in the total.
-    Each write sets FIELDS other attributes before `n`: a wide window after its check."""
+    Each write sets PADDING other attributes before `n`."""
     dynamodb.put_item(TableName=TABLE, Item={"id": {"S": "n"}, "n": {"N": "0"}})
-    padding = "".join(f"f{i} = :next, " for i in range(FIELDS))
+    padding = "".join(f"f{i} = :next, " for i in range(PADDING))
     succeeded = [0, 0, 0]
 
     def count(worker: int) -> Callable[[], None]:
@@ -133,3 +141,61 @@ def test_two_conditional_writes_never_both_pass_one_condition(dynamodb: Any) -> 
     _together([count(worker) for worker in range(3)])
     total = dynamodb.get_item(TableName=TABLE, Key={"id": {"S": "n"}})["Item"]["n"]["N"]
     assert int(total) == sum(succeeded)
+
+
+def test_a_client_stalled_mid_body_holds_up_no_other_request(emulator: EmulatorServer) -> None:
+    """Headers and half a body on the published listener, then silence: DynamoDB still answers
+    others at once and a snapshot's pause still finds no request under way."""
+    body = b'{"TableName": "stalled"}'
+    head = (
+        "POST / HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{emulator.port}\r\n"
+        "X-Amz-Target: DynamoDB_20120810.DescribeTable\r\n"
+        "Content-Type: application/x-amz-json-1.0\r\n"
+        f"Content-Length: {len(body) + 100}\r\n\r\n"
+    ).encode()
+    quick = Config(read_timeout=5, retries={"max_attempts": 1})
+    dynamodb = boto3.client(
+        "dynamodb", endpoint_url=emulator.internal_endpoint_url, region_name=REGION, config=quick
+    )
+    with socket.create_connection(("127.0.0.1", emulator.port)) as stalled:
+        stalled.sendall(head + body)  # the other 100 bytes never come
+        time.sleep(0.3)  # the server has the request and waits for the rest of its body
+        started = time.monotonic()
+        assert dynamodb.list_tables()["TableNames"] == []
+        assert time.monotonic() - started < 2
+        with emulator.gate.paused(timeout_s=2):
+            pass
+
+
+@pytest.mark.parametrize(
+    ("environ", "body"),
+    [
+        ({"CONTENT_LENGTH": "5"}, b"12345"),  # exactly the declared length, never more
+        ({"CONTENT_LENGTH": ""}, b""),
+        ({}, b""),  # no length and no end: WSGI says read nothing
+        ({"wsgi.input_terminated": True}, b"1234567890"),  # chunked: read to the end
+    ],
+)
+def test_read_body_reads_what_wsgi_says_is_the_body(environ: dict[str, Any], body: bytes) -> None:
+    stream = io.BytesIO(b"1234567890")
+    request: dict[str, Any] = {**environ, "wsgi.input": stream}
+    read_body(request)
+    assert request["wsgi.input"].read() == body
+    assert request["CONTENT_LENGTH"] == str(len(body))
+    read_body(request)  # once per request: a second call reads nothing more from the client
+    assert stream.tell() == (len(body) if environ else 0)
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"HTTP_X_AMZ_TARGET": "DynamoDB_20120810.UpdateItem"}, True),
+        ({"HTTP_X_AMZ_TARGET": "DynamoDBStreams_20120810.GetRecords"}, True),
+        ({"PATH_INFO": "/moto-api/reset"}, True),
+        ({"HTTP_X_AMZ_TARGET": "AmazonSQS.ReceiveMessage", "PATH_INFO": "/"}, False),
+        ({"PATH_INFO": "/bucket/key"}, False),
+    ],
+)
+def test_what_runs_under_the_lock(environ: dict[str, Any], expected: bool) -> None:
+    assert serialised(environ) is expected
