@@ -1,4 +1,5 @@
-"""Fixtures of the emulator tests: fake credentials, moto in-process, the Lambda dispatcher."""
+"""Fixtures of the emulator tests: fake credentials, moto in-process, the emulator's server, the
+Lambda dispatcher."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from moto import mock_aws
 
 from provisioner.emulator.apply import AwsClients
 from provisioner.emulator.lambda_dispatch import LambdaDispatcher
-from provisioner.emulator.server import EMULATOR_CONFIG
+from provisioner.emulator.server import EMULATOR_CONFIG, EmulatorServer
 from stacks.config import PipelineConfig
 
 REGION = "us-east-1"
@@ -42,6 +43,20 @@ def moto_aws(aws_credentials: None) -> Iterator[None]:
 @pytest.fixture
 def clients(moto_aws: None) -> AwsClients:
     return AwsClients.from_session(region=REGION)
+
+
+@pytest.fixture
+def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
+    """The emulator's server, started and answering on its published listener (modules that
+    test it before `publish` define their own)."""
+    server = EmulatorServer(port=0)
+    server.start()
+    server.publish()
+    try:
+        yield server
+    finally:
+        server.reset()  # the backends are process-wide: leave nothing for the next test
+        server.stop()
 
 
 @pytest.fixture

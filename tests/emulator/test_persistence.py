@@ -30,18 +30,6 @@ pytestmark = pytest.mark.slow
 BUCKET = "held-bucket"
 
 
-@pytest.fixture
-def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(port=0)
-    server.start()
-    server.publish()
-    try:
-        yield server
-    finally:
-        server.reset()
-        server.stop()
-
-
 def _wait(condition: object, timeout_s: float = 30) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]

@@ -7,7 +7,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,18 +18,6 @@ from stacks.config import PipelineConfig
 from tests.emulator.conftest import REGION
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(port=0)
-    server.start()
-    server.publish()
-    try:
-        yield server
-    finally:
-        server.reset()  # the backends are process-wide: leave nothing for the next test
-        server.stop()
 
 
 def test_server_lifecycle(aws_credentials: None, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import io
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -30,18 +30,6 @@ pytestmark = pytest.mark.slow
 TABLE = "atomicity"
 FIELDS = 80  # attributes one update sets: a wide window for a read in the middle of it
 PADDING = 40  # attributes a compare-and-set sets before its counter: a window after its check
-
-
-@pytest.fixture
-def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
-    server = EmulatorServer(port=0)
-    server.start()
-    server.publish()
-    try:
-        yield server
-    finally:
-        server.reset()
-        server.stop()
 
 
 @pytest.fixture
