@@ -4,6 +4,7 @@ Lambda dispatcher."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from moto import mock_aws
@@ -45,10 +46,9 @@ def clients(moto_aws: None) -> AwsClients:
     return AwsClients.from_session(region=REGION)
 
 
-@pytest.fixture
-def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
-    """The emulator's server, started and answering on its published listener (modules that
-    test it before `publish` define their own)."""
+@contextmanager
+def published_emulator() -> Iterator[EmulatorServer]:
+    """The emulator's server, started and answering on its published listener."""
     server = EmulatorServer(port=0)
     server.start()
     server.publish()
@@ -57,6 +57,13 @@ def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
     finally:
         server.reset()  # the backends are process-wide: leave nothing for the next test
         server.stop()
+
+
+@pytest.fixture
+def emulator(aws_credentials: None) -> Iterator[EmulatorServer]:
+    """The published emulator (modules that test it before `publish` define their own)."""
+    with published_emulator() as server:
+        yield server
 
 
 @pytest.fixture

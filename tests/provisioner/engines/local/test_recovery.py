@@ -27,7 +27,7 @@ from provisioner.emulator.snapshot import INTERRUPTED_ERROR, running_executions
 from provisioner.engines.local.recovery import redrive_interrupted
 from stacks import spec
 from stacks.config import PipelineConfig
-from tests.emulator.conftest import REGION, fake_aws_environment
+from tests.emulator.conftest import REGION, fake_aws_environment, published_emulator
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +35,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def emulator(monkeypatch: pytest.MonkeyPatch) -> Iterator[EmulatorServer]:
     fake_aws_environment(monkeypatch)
-    server = EmulatorServer(port=0)
-    server.start()
-    server.publish()
-    try:
+    with published_emulator() as server:
         yield server
-    finally:
-        server.reset()
-        server.stop()
 
 
 @pytest.fixture
