@@ -1,5 +1,5 @@
 """The AWS emulator's HTTP server: moto's WSGI app behind one request gate, on two listeners.
-DynamoDB's requests pass moto one at a time (`table_atomicity`).
+DynamoDB's requests and S3's writes pass moto one at a time (`atomicity`).
 
 It runs in this process (so `lambda_dispatch` can hook its Lambda backend) and configures
 moto process-wide: Step Functions executes definitions, Lambda uses the no-Docker backend, and
@@ -31,8 +31,8 @@ import structlog
 from botocore.config import Config
 
 from provisioner.emulator.acknowledgement import DurableAcknowledgements
+from provisioner.emulator.atomicity import AtomicRequests
 from provisioner.emulator.gate import RequestGate, WsgiApp
-from provisioner.emulator.table_atomicity import SerialTables
 
 logger = structlog.get_logger(__name__)
 
@@ -172,7 +172,7 @@ class EmulatorServer:
                 )
             dispatcher = DomainDispatcherApplication(create_backend_app)
             remember_backend_lookups(dispatcher)
-            gate = RequestGate(SerialTables(dispatcher))
+            gate = RequestGate(AtomicRequests(dispatcher))
             published = _Listener(self._host, self._requested_port, gate)
             try:
                 internal = _Listener(INTERNAL_HOST, 0, gate)
