@@ -16,16 +16,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-_AUTH_SCOPE = "Credential="
+from provisioner.emulator.atomicity import signing_service
 
 
 def _operation(environ: dict[str, Any]) -> str:
-    authorization = environ.get("HTTP_AUTHORIZATION", "")
-    service = "?"
-    if _AUTH_SCOPE in authorization:
-        scope = authorization.split(_AUTH_SCOPE, 1)[1].split(",", 1)[0].split("/")
-        if len(scope) > 3:
-            service = scope[3]
+    service = signing_service(environ) or "?"
     target = environ.get("HTTP_X_AMZ_TARGET")
     if target:
         return f"{service} {target.rsplit('.', 1)[-1]}"

@@ -62,7 +62,7 @@ _CREDENTIAL: Final = "Credential="
 _S3_WRITES: Final = frozenset({"PUT", "POST", "DELETE"})
 
 
-def _signing_service(environ: Environ) -> str | None:
+def signing_service(environ: Environ) -> str | None:
     """The service a SigV4 request is signed for (`key/date/region/service/aws4_request`)."""
     authorization = str(environ.get("HTTP_AUTHORIZATION", ""))
     if _CREDENTIAL in authorization:
@@ -77,12 +77,12 @@ def _signing_service(environ: Environ) -> str | None:
 
 
 def lanes(environ: Environ) -> tuple[Lane, ...]:
-    """The lanes a request runs in, in the order they are taken (none: it runs at once)."""
+    """The lanes a request runs in (none: it runs at once)."""
     if str(environ.get("PATH_INFO", "")).startswith(_MOTO_API):
         return (Lane.OBJECTS, Lane.TABLES)
     if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS):
         return (Lane.TABLES,)
-    if environ.get("REQUEST_METHOD") in _S3_WRITES and _signing_service(environ) == "s3":
+    if environ.get("REQUEST_METHOD") in _S3_WRITES and signing_service(environ) == "s3":
         return (Lane.OBJECTS,)
     return ()
 
@@ -100,7 +100,8 @@ class AtomicRequests:
             return self._app(environ, start_response)
         read_body(environ)  # already read behind the gate; here too for any other caller
         with ExitStack() as held:
-            for lane in taken:
-                held.enter_context(self._locks[lane])
+            for lane in Lane:  # in the members' order, whatever order `lanes` named them in
+                if lane in taken:
+                    held.enter_context(self._locks[lane])
             # The body is produced under the locks: a lazy body would read the backend later.
             return list(self._app(environ, start_response))
