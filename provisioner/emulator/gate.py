@@ -1,17 +1,18 @@
 """The emulator's request gate: WSGI middleware around moto's app that holds requests back while
 a snapshot is taken (`paused`), so that each snapshot falls between whole requests; and counts
-the requests that may have changed something (`changes`), so an idle emulator is not saved
-and a wait for durability knows which snapshot holds it. Both of the server's listeners pass
-the one gate, so a pause holds them both.
+the requests that may have changed something (`changes`; what changes moto outside a request
+is counted with `record_change`), so an idle emulator is not saved and a wait for durability
+knows which snapshot holds it. Both of the server's listeners pass the one gate, so a pause
+holds them both.
 
 A request counts as under way only once its whole body has arrived (`read_body`): a client
 that stalls halfway through sending one holds up neither a snapshot nor anything behind it.
 
-Two kinds of request do not hold a snapshot up: Lambda invocations (they run handler code for
-up to minutes; what the handler changes comes back through requests of its own) and SQS
-long polls, which mostly wait (a receive is no acknowledgement: a message received but not
-deleted comes back anyway). A snapshot taken while one of them changes moto's state may meet
-a dict that changes size under it; the snapshot is then simply taken again.
+Lambda invocations do not hold a snapshot up: they run handler code for up to minutes, and
+what the handler changes comes back through requests of its own. An SQS receive holds it except
+while it waits for messages, where a long poll spends nearly all its time (`stepped_out`,
+around moto's wait: `sqs_receives`): a receive changes state too (it moves messages received
+too often to the dead-letter queue), so what it changes must fall on one side of the cut.
 """
 
 from __future__ import annotations
@@ -30,7 +31,12 @@ WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 _INVOCATION: Final = re.compile(r"^/\d{4}-\d{2}-\d{2}/functions/[^/]+/invocations$")
 _READ_ACTIONS: Final = ("Get", "Describe", "List", "Query", "Scan", "BatchGet", "Head")
-_UNGATED_ACTIONS: Final = ("ReceiveMessage",)
+# Not counted as changes: what a receive changes that a restore keeps is counted where it
+# happens (`sqs_receives`), and pollers receive all the time.
+_UNCOUNTED_ACTIONS: Final = ("ReceiveMessage",)
+
+# The gate whose snapshots wait for the request this thread is serving, if any.
+_serving = threading.local()
 
 
 def _action(environ: Environ) -> str:
@@ -66,9 +72,7 @@ def read_body(environ: Environ) -> None:
 
 def holds_snapshot(environ: Environ) -> bool:
     """Whether a snapshot must wait for this request to finish."""
-    if _INVOCATION.match(str(environ.get("PATH_INFO", ""))):
-        return False
-    return _action(environ) not in _UNGATED_ACTIONS
+    return not _INVOCATION.match(str(environ.get("PATH_INFO", "")))
 
 
 def may_change(environ: Environ) -> bool:
@@ -76,7 +80,7 @@ def may_change(environ: Environ) -> bool:
     if environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
         return False
     action = _action(environ)
-    return not (action.startswith(_READ_ACTIONS) or action in _UNGATED_ACTIONS)
+    return not (action.startswith(_READ_ACTIONS) or action in _UNCOUNTED_ACTIONS)
 
 
 class RequestGate:
@@ -99,14 +103,31 @@ class RequestGate:
                 self._active += 1
             if may_change(environ):
                 self.changes += 1
+        outer = getattr(_serving, "gate", None)
+        _serving.gate = self if gated else None
         try:
             # The body is produced inside the gate: a lazy body could read moto's state later.
             return list(self._app(environ, start_response))
         finally:
+            _serving.gate = outer
             if gated:
-                with self._condition:
-                    self._active -= 1
-                    self._condition.notify_all()
+                self._leave()
+
+    def _enter(self) -> None:
+        with self._condition:
+            while self._paused:
+                self._condition.wait()
+            self._active += 1
+
+    def _leave(self) -> None:
+        with self._condition:
+            self._active -= 1
+            self._condition.notify_all()
+
+    def record_change(self) -> None:
+        """Count a change that no counted request made (`execution_ends`, `sqs_receives`)."""
+        with self._condition:
+            self.changes += 1
 
     @contextmanager
     def paused(self, timeout_s: float) -> Iterator[int]:
@@ -131,3 +152,18 @@ class RequestGate:
             with self._condition:
                 self._paused = False
                 self._condition.notify_all()
+
+
+@contextmanager
+def stepped_out() -> Iterator[None]:
+    """Within a request the gate holds, around a part of it that changes nothing (a wait): let
+    snapshots be taken meanwhile, then wait for the one under way, if any, before going on."""
+    gate: RequestGate | None = getattr(_serving, "gate", None)
+    if gate is None:
+        yield
+        return
+    gate._leave()
+    try:
+        yield
+    finally:
+        gate._enter()

@@ -2,10 +2,11 @@
 DynamoDB's requests and S3's writes pass moto one at a time (`atomicity`).
 
 It runs in this process (so `lambda_dispatch` can hook its Lambda backend) and configures
-moto process-wide: Step Functions executes definitions, Lambda uses the no-Docker backend, and
-`MOTO_PORT` names the internal listener, because the Step Functions interpreter calls its
-service integrations back at `localhost:$MOTO_PORT` (5000 otherwise). Hence one emulator per
-process.
+moto process-wide: Step Functions executes definitions, Lambda uses the no-Docker backend,
+what changes moto outside a request the gate holds is counted or held there (an execution's
+end: `execution_ends`; an SQS receive: `sqs_receives`), and `MOTO_PORT` names the internal
+listener, because the Step Functions interpreter calls its service integrations back at
+`localhost:$MOTO_PORT` (5000 otherwise). Hence one emulator per process.
 
 The published listener (`host:port`, what users' `--endpoint-url` names) answers a write only
 once it is durable (`acknowledgement`, from `publish` on); the internal one (loopback, an
@@ -30,6 +31,7 @@ import boto3
 import structlog
 from botocore.config import Config
 
+from provisioner.emulator import execution_ends, sqs_receives
 from provisioner.emulator.acknowledgement import DurableAcknowledgements
 from provisioner.emulator.atomicity import AtomicRequests
 from provisioner.emulator.gate import RequestGate, WsgiApp
@@ -180,6 +182,8 @@ class EmulatorServer:
                 published.close()
                 raise
             internal.serve(gate)
+            execution_ends.install(gate.record_change)
+            sqs_receives.install(gate.record_change)
             self._gate, self._published, self._internal = gate, published, internal
             for key, value in EMULATOR_CONFIG.items():
                 self._saved_config[key] = default_user_config.get(key)
@@ -222,6 +226,8 @@ class EmulatorServer:
             self._published = self._internal = None
             self._serving_published = False
             self._gate = None
+            execution_ends.uninstall()
+            sqs_receives.uninstall()
             for key, value in self._saved_config.items():
                 if value is None:
                     default_user_config.pop(key, None)  # type: ignore[misc]

@@ -4,6 +4,7 @@ tests/provisioner/engines/local/test_recovery.py), durable acknowledgements."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import threading
@@ -166,3 +167,96 @@ def test_the_stop_takes_a_last_snapshot_only_when_something_changed(durable: Dur
     assert durable.persistence.stop() is None  # the one on disk holds everything
     internal.put_object(Bucket=BUCKET, Key="k", Body=b"x")
     assert durable.persistence.stop() is not None
+
+
+def test_an_execution_that_ends_after_a_snapshot_is_saved_ended(durable: Durable) -> None:
+    # Its end changes moto's state outside any request; the snapshot taken while it ran must
+    # not be the last, or a restart reports a finished execution interrupted.
+    sfn = boto3.client(
+        "stepfunctions", endpoint_url=durable.server.internal_endpoint_url, region_name=REGION
+    )
+    waiting = {"StartAt": "W", "States": {"W": {"Type": "Wait", "Seconds": 1, "End": True}}}
+    machine = sfn.create_state_machine(
+        name="short", definition=json.dumps(waiting), roleArn="arn:aws:iam::123456789012:role/r"
+    )["stateMachineArn"]
+    execution = sfn.start_execution(stateMachineArn=machine, name="x")["executionArn"]
+    assert sfn.describe_execution(executionArn=execution)["status"] == "RUNNING"
+    assert durable.persistence.save() is not None  # holds it RUNNING
+    _wait(lambda: sfn.describe_execution(executionArn=execution)["status"] == "SUCCEEDED")
+
+    assert durable.persistence.stop() is not None
+    BackendDict.reset()
+    outcome = EmulatorPersistence(durable.directory, durable.server.gate, interval_s=0).restore()
+    assert outcome.restored
+    assert outcome.interrupted == []
+    assert sfn.describe_execution(executionArn=execution)["status"] == "SUCCEEDED"
+
+
+def _sqs(durable: Durable) -> Any:
+    return boto3.client(
+        "sqs", endpoint_url=durable.server.internal_endpoint_url, region_name=REGION
+    )
+
+
+def test_a_move_to_the_dead_letter_queue_falls_on_one_side_of_the_cut(
+    durable: Durable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sqs = _sqs(durable)
+    dlq = sqs.create_queue(QueueName="dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]
+    redrive = {"deadLetterTargetArn": dlq_arn["QueueArn"], "maxReceiveCount": "1"}
+    source = sqs.create_queue(
+        QueueName="source", Attributes={"RedrivePolicy": json.dumps(redrive)}
+    )["QueueUrl"]
+    sqs.send_message(QueueUrl=source, MessageBody="poison")
+    assert sqs.receive_message(QueueUrl=source, VisibilityTimeout=0)["Messages"]
+    durable.persistence.save()
+
+    entered, release = threading.Event(), threading.Event()
+    real = snapshot.capture
+
+    def held(blobs: Any) -> bytes:
+        entered.set()
+        assert release.wait(30)
+        return real(blobs)
+
+    monkeypatch.setattr(snapshot, "capture", held)
+    saving = threading.Thread(target=durable.persistence.save, kwargs={"force": True})
+    saving.start()
+    assert entered.wait(30)
+    # The next receive moves the message to the DLQ: not while the capture runs.
+    receiving = threading.Thread(target=sqs.receive_message, kwargs={"QueueUrl": source})
+    receiving.start()
+    time.sleep(0.3)
+    assert receiving.is_alive()
+    release.set()
+    saving.join(30)
+    receiving.join(30)
+    monkeypatch.setattr(snapshot, "capture", real)
+
+    assert durable.persistence.save() is not None  # the move counts as a change
+    BackendDict.reset()
+    assert EmulatorPersistence(durable.directory, durable.server.gate, interval_s=0).restore()
+    counts = [
+        sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])
+        for url in (source, dlq)
+    ]
+    assert [c["Attributes"]["ApproximateNumberOfMessages"] for c in counts] == ["0", "1"]
+
+
+def test_a_long_poll_does_not_hold_a_snapshot_up(durable: Durable) -> None:
+    sqs = _sqs(durable)
+    queue = sqs.create_queue(QueueName="idle")["QueueUrl"]
+    received: list[Any] = []
+    polling = threading.Thread(
+        target=lambda: received.append(sqs.receive_message(QueueUrl=queue, WaitTimeSeconds=10))
+    )
+    polling.start()
+    time.sleep(0.3)  # waiting for messages
+    started = time.monotonic()
+    assert durable.persistence.save(force=True) is not None
+    assert time.monotonic() - started < 2
+    assert polling.is_alive()
+    sqs.send_message(QueueUrl=queue, MessageBody="wake")
+    polling.join(30)
+    assert [m["Body"] for m in received[0]["Messages"]] == ["wake"]
