@@ -34,7 +34,7 @@ from botocore.config import Config
 from provisioner.emulator import execution_ends, sqs_receives
 from provisioner.emulator.acknowledgement import DurableAcknowledgements
 from provisioner.emulator.atomicity import AtomicRequests
-from provisioner.emulator.gate import RequestGate, WsgiApp
+from provisioner.emulator.gate import Environ, RequestGate, StartResponse, WsgiApp
 
 logger = structlog.get_logger(__name__)
 
@@ -47,6 +47,22 @@ INTERNAL_HOST: Final = "127.0.0.1"
 
 _ACTIVE_LOCK: Final = threading.Lock()
 _active: EmulatorServer | None = None
+
+
+_MOTO_API: Final = "/moto-api/"
+_NOT_SERVED: Final = b"moto's own API is not served on the published endpoint"
+
+
+def _without_moto_api(app: WsgiApp, environ: Environ, start_response: StartResponse) -> Any:
+    """The published listener serves the AWS APIs only: moto's own (`/moto-api/`: reset,
+    state dumps, the dashboard) would let any client wipe or read every environment."""
+    if not str(environ.get("PATH_INFO", "")).startswith(_MOTO_API):
+        return app(environ, start_response)
+    start_response(
+        "404 Not Found",
+        [("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(_NOT_SERVED)))],
+    )
+    return [_NOT_SERVED]
 
 
 def _check_free(host: str, port: int) -> None:
@@ -207,7 +223,7 @@ class EmulatorServer:
         app: WsgiApp = self._gate
         if wait_durable is not None:
             app = DurableAcknowledgements(self._gate, wait_durable)
-        self._published.serve(app)
+        self._published.serve(functools.partial(_without_moto_api, app))
         self._serving_published = True
         logger.info(
             "emulator.server.published", endpoint=self.endpoint_url, durable=bool(wait_durable)

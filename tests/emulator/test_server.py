@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 
+import boto3
 import pytest
 
 from provisioner.emulator.apply import AwsClients, apply_pipeline
@@ -37,6 +38,26 @@ def test_server_lifecycle(aws_credentials: None, monkeypatch: pytest.MonkeyPatch
     assert os.environ["MOTO_PORT"] == "5000"
     assert not server.running
     assert not server.healthy()
+
+
+def test_moto_api_is_served_on_the_internal_listener_only(emulator: EmulatorServer) -> None:
+    import urllib.error
+    import urllib.request
+
+    def post(endpoint: str) -> int:
+        request = urllib.request.Request(f"{endpoint}/moto-api/reset", data=b"", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
+
+    s3 = boto3.client("s3", endpoint_url=emulator.endpoint_url, region_name=REGION)
+    s3.create_bucket(Bucket="kept")
+    assert post(emulator.endpoint_url) == 404
+    assert [b["Name"] for b in s3.list_buckets()["Buckets"]] == ["kept"]  # nothing was reset
+    assert post(emulator.internal_endpoint_url) == 200
+    assert s3.list_buckets()["Buckets"] == []
 
 
 def test_taken_port_fails_clearly(aws_credentials: None) -> None:
