@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     # --- local engine ---
     local_aws_host: str = "127.0.0.1"
     local_aws_port: int = Field(default=4566, ge=0, le=65535)
+    # Set by the service for its operation workers, which reach the emulator on its internal
+    # listener: the published endpoint, which the queue URLs among an environment's outputs
+    # name (what its users' clients reach, durably). Unset: local_aws_host:local_aws_port.
+    local_published_endpoint: str | None = None
     # Lambda runtime processes shared by every local environment; 0: one per CPU core.
     local_runtime_workers: int = Field(default=0, ge=0, le=64)
     # The emulator's state is saved under DATA_DIR/emulator (provisioner.emulator.persistence):

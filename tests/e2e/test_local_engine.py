@@ -52,6 +52,21 @@ def test_create_gives_a_ready_environment_with_every_output(service: RunningServ
     assert environment["awsEndpointUrl"].startswith("http://127.0.0.1:")
     assert environment["outputs"]["apiEndpoint"] == f"{service.base_url}/local/acme/dev/prod"
     assert environment["outputs"]["bucketName"].startswith("p-acme-dev-")
+    # The queues on the published endpoint (durable answers, a port that outlives a restart),
+    # not on the internal listener the operation's worker used.
+    queues = [value for name, value in environment["outputs"].items() if name.endswith("QueueUrl")]
+    dlqs = [value for name, value in environment["outputs"].items() if name.endswith("DlqUrl")]
+    assert len(queues) == 1
+    assert len(dlqs) == 4
+    assert all(url.startswith(environment["awsEndpointUrl"] + "/") for url in queues + dlqs)
+    sqs = boto3.client(
+        "sqs",
+        endpoint_url=queues[0].rsplit("/", 2)[0],
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+    )
+    assert sqs.get_queue_attributes(QueueUrl=queues[0], AttributeNames=["QueueArn"])["Attributes"]
     ready = service.client.get("/readyz").json()
     assert ready["checks"]["engine"]["ok"] is True
     assert "AWS emulator" in ready["checks"]["engine"]["detail"]

@@ -17,6 +17,7 @@ retried.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from typing import Final
 
 import moto
@@ -74,6 +75,17 @@ def emulator_url(settings: Settings) -> str:
     `worker_settings`), so an operation's requests are not each held for a snapshot."""
     host = settings.local_aws_host
     return f"http://{f'[{host}]' if ':' in host else host}:{settings.local_aws_port}"
+
+
+def published_outputs(settings: Settings, outputs: Mapping[str, str]) -> dict[str, str]:
+    """The outputs as users reach them: a URL on the emulator the engine used (the queues'; in
+    a worker, the internal listener, whose port changes at every start) on the published one."""
+    used = emulator_url(settings) + "/"
+    published = (settings.local_published_endpoint or emulator_url(settings)).rstrip("/") + "/"
+    return {
+        name: published + value[len(used) :] if value.startswith(used) else value
+        for name, value in outputs.items()
+    }
 
 
 def local_api_endpoint(settings: Settings, config: PipelineConfig) -> str:
@@ -135,7 +147,9 @@ class LocalEngine:
                 on_event=on_event,
                 should_stop=should_stop,
             )
-            return OperationResult(outputs=outputs, changes=dict(steps))
+            return OperationResult(
+                outputs=published_outputs(self._settings, outputs), changes=dict(steps)
+            )
         if kind == OperationKind.DESTROY:
             destroy_pipeline(config, clients, on_event=on_event, should_stop=should_stop)
             return OperationResult(changes=dict(steps))

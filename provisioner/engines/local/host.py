@@ -135,7 +135,11 @@ class LocalHost:
         # An operation's worker is the service's own traffic: the internal listener, not held
         # per request; `after_operation` makes its writes durable before it is SUCCEEDED.
         return settings.model_copy(
-            update={"local_aws_host": INTERNAL_HOST, "local_aws_port": self._server.internal_port}
+            update={
+                "local_aws_host": INTERNAL_HOST,
+                "local_aws_port": self._server.internal_port,
+                "local_published_endpoint": self.endpoint_url,
+            }
         )
 
     @property
