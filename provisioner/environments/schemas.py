@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from provisioner.environments.models import DriftStatus, EnvironmentRow, EnvironmentState
 from provisioner.environments.outdated import outdated_reasons
@@ -80,6 +80,18 @@ class ExpiryFields(BaseModel):
         alias="driftCheck",
         description="Scheduled drift checks (a PATCH changes the fields it gives; null resets)",
     )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # The registry keeps UTC: an instant near the end of year 9999 with a negative offset
+        # has no UTC date.
+        if value is None:
+            return None
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("is beyond the last date that can be kept (9999-12-31 UTC)") from None
 
     @model_validator(mode="after")
     def _one_expiry(self) -> ExpiryFields:

@@ -58,6 +58,20 @@ def test_bad_expiry_is_422(client: TestClient, extra: dict[str, object]) -> None
     assert client.get("/environments/acme/dev", headers=auth()).status_code == 404
 
 
+def test_an_expiry_with_no_utc_date_is_422_naming_it(client: TestClient) -> None:
+    beyond = {"expiresAt": "9999-12-31T23:59:59-05:00"}  # 10000-01-01 in UTC
+    created = client.post(
+        "/environments", json=environment_body("acme", "dev", **beyond), headers=auth()
+    )
+    assert created.status_code == 422, created.text
+    assert "expiresAt" in created.text
+    shown = _ready(client)
+    patched = client.patch("/environments/acme/dev", json=beyond, headers=auth())
+    assert patched.status_code == 422, patched.text
+    assert "expiresAt" in patched.text
+    assert client.get("/environments/acme/dev", headers=auth()).json() == shown
+
+
 def test_metadata_patch_is_200_without_an_operation(client: TestClient) -> None:
     shown = _ready(client)
     assert shown["expiresAt"] is None
