@@ -99,7 +99,9 @@ class EnvironmentDataPlane:
                 matched, truncated = self._store.by_object_key(key), False
             else:
                 matched, truncated = self._store.scan_items(max_items=SCAN_LIMIT)
-        matched = [item for item in matched if bool(item.get(CANARY_ATTRIBUTE)) is canary]
+        matched = [
+            item for item in _status_items(matched) if bool(item.get(CANARY_ATTRIBUTE)) is canary
+        ]
         matched.sort(key=lambda item: str(item.get("receivedAt", "")), reverse=True)
         counts = Counter(str(item.get("status")) for item in matched)
         if status is not None:
@@ -112,7 +114,7 @@ class EnvironmentDataPlane:
         listing), and whether the table held more items than one scan reads."""
         with _aws_errors():
             items, truncated = self._store.scan_items(max_items=SCAN_LIMIT)
-        real = (item for item in items if not item.get(CANARY_ATTRIBUTE))
+        real = (item for item in _status_items(items) if not item.get(CANARY_ATTRIBUTE))
         return file_stats(real, now, minutes), truncated
 
     def file(self, file_id_: str) -> dict[str, Any]:
@@ -122,13 +124,15 @@ class EnvironmentDataPlane:
             item = self._store.get(file_id_)
         if item is None:
             raise NotFoundError(f"file {file_id_} not found (unknown or expired)")
+        if not _is_status_item(item):
+            raise NotFoundError(f"file {file_id_} not found (its item is not a status item)")
         return _public(item)
 
     def status_item(self, file_id_: str) -> dict[str, Any] | None:
         """A file's public status item, or None while the pipeline has not recorded it."""
         with _aws_errors():
             item = self._store.get(file_id_)
-        return None if item is None else _public(item)
+        return None if item is None or not _is_status_item(item) else _public(item)
 
     def upload(self, key: str, body: bytes) -> str:
         """Put an object in the environment's bucket, as any client would; returns its file id
@@ -249,6 +253,29 @@ class EnvironmentDataPlane:
     def _durable(self) -> None:
         # Raises UnavailableError if it cannot: done, but not acknowledged (a retry is harmless).
         self._access.durable()
+
+
+_IDENTITY_FIELDS: Final = ("bucket", "objectKey", "versionId")
+_STATUSES: Final = frozenset(FileStatus)
+
+
+def _is_status_item(item: Mapping[str, Any]) -> bool:
+    """Whether the item is a file's status item (as the pipeline and this service write them):
+    the table is the environment's, and anything else put in it must not break a listing."""
+    identifier = item.get("fileId")
+    return (
+        isinstance(identifier, str)
+        and is_file_id(identifier)
+        and item.get("status") in _STATUSES
+        and all(isinstance(item.get(name), str) for name in _IDENTITY_FIELDS)
+    )
+
+
+def _status_items(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    kept = [item for item in items if _is_status_item(item)]
+    if len(kept) < len(items):
+        log.warning("files.foreign_items_skipped", items=len(items) - len(kept))
+    return kept
 
 
 def _public(item: Mapping[str, Any]) -> dict[str, Any]:
