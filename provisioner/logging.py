@@ -104,6 +104,27 @@ def _html_summary(match: re.Match[str]) -> str:
 redactor = SecretRedactor()
 
 
+# Control characters (C0 but tab and line feed, DEL, C1) and bidirectional controls reach a
+# terminal raw from a console line (a request's path is the client's to choose): escaped.
+# JSON lines escape them already (json.dumps keeps to ASCII).
+_UNPRINTABLE: Final = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def escape_control_characters(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key, value in event_dict.items():
+        if isinstance(value, str) and _UNPRINTABLE.search(value):
+            event_dict[key] = _UNPRINTABLE.sub(_escape, value)
+    return event_dict
+
+
 def configure_logging(level: str = "INFO", json: bool = False) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -116,6 +137,7 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
     )
+    rendering = [renderer] if json else [escape_control_characters, renderer]
     structlog.configure(
         # A line below its logger's level is dropped before any processor runs (the audit
         # middleware's line per request costs nothing at WARNING).
@@ -130,7 +152,7 @@ def configure_logging(level: str = "INFO", json: bool = False) -> None:
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *rendering],
     )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter)

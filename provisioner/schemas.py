@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 T = TypeVar("T")
@@ -12,6 +12,21 @@ T = TypeVar("T")
 
 class ApiModel(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+
+def _printable(allowed: str) -> AfterValidator:
+    def check(value: str) -> str:
+        if not all(character.isprintable() or character in allowed for character in value):
+            raise ValueError("must not contain control or formatting characters")
+        return value
+
+    return AfterValidator(check)
+
+
+# Free text a person reads back (the dashboard, the CLI's tables, logs): a control character or
+# a bidirectional override in it could rewrite what a terminal or a reader sees.
+PlainText = Annotated[str, _printable("")]
+PlainLines = Annotated[str, _printable("\n\t")]  # may run over several lines
 
 
 class ErrorBody(BaseModel):

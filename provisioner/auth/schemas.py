@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from provisioner.auth.models import ApiKeyRow
 from provisioner.auth.service import SCOPE_RULE, is_valid_scope
-from provisioner.schemas import ApiModel
+from provisioner.schemas import ApiModel, PlainText
 
 Scope = str
 
@@ -17,7 +17,7 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     scope: Scope = Field(description='"admin" or "tenant:<tenant id>"', examples=["tenant:acme"])
-    description: str = Field(default="", max_length=200)
+    description: PlainText = Field(default="", max_length=200)
 
     @field_validator("scope")
     @classmethod

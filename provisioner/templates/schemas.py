@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from provisioner.schemas import ApiModel
+from provisioner.schemas import ApiModel, PlainLines
 from provisioner.templates.models import TemplateRow, TemplateVersionRow
 from stacks.config import ENVIRONMENT_PATTERN
 
@@ -24,7 +24,7 @@ class TemplateCreate(BaseModel):
         examples=["gold"],
         json_schema_extra={"pattern": ENVIRONMENT_PATTERN.pattern},
     )
-    description: str | None = Field(default=None, max_length=1000)
+    description: PlainLines | None = Field(default=None, max_length=1000)
     config: dict[str, Any] = Field(
         default_factory=dict, description=_CONFIG_DESCRIPTION, examples=[{"memory_mb": 1024}]
     )
@@ -36,7 +36,7 @@ class TemplateVersionCreate(BaseModel):
     config: dict[str, Any] = Field(
         default_factory=dict, description=_CONFIG_DESCRIPTION, examples=[{"memory_mb": 2048}]
     )
-    description: str | None = Field(default=None, max_length=1000)
+    description: PlainLines | None = Field(default=None, max_length=1000)
 
 
 class TemplateRef(ApiModel):

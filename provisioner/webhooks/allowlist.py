@@ -162,6 +162,9 @@ def parse_url(url: str) -> SplitResult:
         raise HostRefusedError("not a valid URL") from error
     if parts.scheme not in _SCHEMES:
         raise HostRefusedError("must be an http:// or https:// URL")
+    # urlsplit silently drops tabs and line breaks: a URL holding them is refused instead.
+    if not url.isprintable() or any(character.isspace() for character in url):
+        raise HostRefusedError("must not contain spaces or control characters")
     if not parts.hostname:
         raise HostRefusedError("must name a host")
     if parts.username is not None or parts.password is not None:

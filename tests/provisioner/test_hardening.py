@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
@@ -281,3 +282,52 @@ def test_a_scope_with_a_trailing_newline_is_refused(client: TestClient) -> None:
         response = client.post("/admin/api-keys", json={"scope": scope}, headers=auth())
         assert response.status_code == 422, scope
         assert ["body", "scope"] in [error["loc"] for error in response.json()["errors"]]
+
+
+@pytest.mark.parametrize("text", ["ci\x1b[31m", "ci\x00", "ci\u202eic", "two\nlines"])
+def test_an_api_key_description_with_control_characters_is_422(
+    client: TestClient, text: str
+) -> None:
+    response = client.post(
+        "/admin/api-keys", json={"scope": "tenant:acme", "description": text}, headers=auth()
+    )
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["errors"]] == [["body", "description"]]
+
+
+def test_a_template_description_may_run_over_lines_but_not_hold_controls(
+    client: TestClient,
+) -> None:
+    lines = client.post(
+        "/admin/templates",
+        json={"name": "gold", "description": "Gold tier.\n\tLarger functions."},
+        headers=auth(),
+    )
+    assert lines.status_code == 201, lines.text
+    escape = client.post(
+        "/admin/templates", json={"name": "red", "description": "\x1b[31mred"}, headers=auth()
+    )
+    assert escape.status_code == 422, escape.text
+    assert [e["loc"] for e in escape.json()["errors"]] == [["body", "description"]]
+
+
+@pytest.mark.parametrize(
+    "url", ["https://hooks.example.com/a\r\nX-Injected: 1", "https://hooks.example.com/a b"]
+)
+def test_a_webhook_url_with_spaces_or_line_breaks_is_422(client: TestClient, url: str) -> None:
+    response = client.post(
+        "/admin/webhooks", json={"url": url, "events": ["files.failed"]}, headers=auth()
+    )
+    assert response.status_code == 422, response.text
+    assert [e["loc"] for e in response.json()["errors"]] == [["body", "url"]]
+    assert "control characters" in response.text
+
+
+def test_console_lines_escape_control_characters() -> None:
+    from provisioner.logging import escape_control_characters
+
+    line = {"event": "GET /files/\x1b[31mRED\x00\u202e", "exception": "Traceback\n  line"}
+    assert escape_control_characters(None, "info", line) == {
+        "event": "GET /files/\\x1b[31mRED\\x00\\u202e",
+        "exception": "Traceback\n  line",  # a traceback keeps its lines
+    }
