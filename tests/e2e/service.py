@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import boto3
 import httpx
@@ -27,12 +28,25 @@ from provisioner.app import create_app
 from provisioner.config import Settings
 from tests.factories import ADMIN_KEY, FINAL_STATES, auth
 
+# For a process that binds the port itself, later: outside the kernel's ephemeral range
+# (32768-60999), where a port picked by binding port 0 could be handed, before that process
+# binds it, to any other socket bound to port 0 or to an outgoing connection (it happened to
+# a restarted service). Each xdist worker picks from its own slice.
+_PORTS: Final = range(20000, 32768)
+
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    slice_ = _PORTS[worker % workers :: workers]
+    for port in random.sample(slice_, 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 200 tries")
 
 
 @dataclass

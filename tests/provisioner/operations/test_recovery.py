@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import httpx
 from fastapi.testclient import TestClient
 
 from provisioner.app import create_app
+from tests.e2e.service import free_port
 from tests.factories import ADMIN_KEY, auth, environment_body, wait_for_operation
 from tests.provisioner.conftest import SCRIPTED_ENGINE, make_settings
 
@@ -59,19 +59,12 @@ def test_killed_worker_interrupts_the_operation_and_a_retry_recovers(
     assert runs == [{"kind": "create", "recover": False}, {"kind": "create", "recover": True}]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def test_killed_service_leaves_interrupted_operations_after_restart(
     tmp_path: Path, database_url: str
 ) -> None:
     data_dir = tmp_path / "data"
     pid_file = tmp_path / "pid"
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "PROVISIONER_DATA_DIR": str(data_dir),

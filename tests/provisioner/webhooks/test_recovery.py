@@ -25,9 +25,9 @@ from provisioner.webhooks.models import WebhookRow
 from provisioner.webhooks.repository import WebhookRepository
 from provisioner.webhooks.service import enqueue_event
 from provisioner.webhooks.signing import verify
+from tests.e2e.service import free_port
 from tests.factories import ADMIN_KEY, auth, environment_body
 from tests.provisioner.conftest import SCRIPTED_ENGINE
-from tests.provisioner.operations.test_recovery import _free_port
 from tests.provisioner.webhooks.conftest import hook_settings, wait_for_deliveries
 from tests.provisioner.webhooks.receiver import running_receiver
 
@@ -48,7 +48,7 @@ def test_a_service_killed_between_the_event_and_its_delivery_delivers_after_rest
     tmp_path: Path, database_url: str
 ) -> None:
     data_dir = tmp_path / "data"
-    port = _free_port()
+    port = free_port()
     environment = {
         **os.environ,
         "PROVISIONER_DATA_DIR": str(data_dir),
