@@ -8,3 +8,5 @@ from typing import Final
 
 # moto's account: every emulated resource lives in it (moto's default, never configured).
 MOTO_ACCOUNT_ID: Final = "123456789012"
+# Where moto serves its own API (reset, state dumps, its dashboard), beside the AWS APIs.
+MOTO_API_PATH: Final = "/moto-api/"

@@ -46,6 +46,7 @@ from enum import Enum
 from typing import Final
 from urllib.parse import parse_qs
 
+from provisioner.emulator import MOTO_API_PATH
 from provisioner.emulator.gate import Environ, StartResponse, WsgiApp, read_body
 
 
@@ -57,7 +58,6 @@ class Lane(Enum):
 
 
 _DYNAMODB_TARGETS: Final = ("DynamoDB_", "DynamoDBStreams_")
-_MOTO_API: Final = "/moto-api/"
 _CREDENTIAL: Final = "Credential="
 _S3_WRITES: Final = frozenset({"PUT", "POST", "DELETE"})
 
@@ -78,7 +78,7 @@ def signing_service(environ: Environ) -> str | None:
 
 def lanes(environ: Environ) -> tuple[Lane, ...]:
     """The lanes a request runs in (none: it runs at once)."""
-    if str(environ.get("PATH_INFO", "")).startswith(_MOTO_API):
+    if str(environ.get("PATH_INFO", "")).startswith(MOTO_API_PATH):
         return (Lane.OBJECTS, Lane.TABLES)
     if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith(_DYNAMODB_TARGETS):
         return (Lane.TABLES,)

@@ -31,7 +31,7 @@ import boto3
 import structlog
 from botocore.config import Config
 
-from provisioner.emulator import execution_ends, sqs_receives
+from provisioner.emulator import MOTO_API_PATH, execution_ends, sqs_receives
 from provisioner.emulator.acknowledgement import DurableAcknowledgements
 from provisioner.emulator.atomicity import AtomicRequests
 from provisioner.emulator.gate import Environ, RequestGate, StartResponse, WsgiApp
@@ -49,14 +49,13 @@ _ACTIVE_LOCK: Final = threading.Lock()
 _active: EmulatorServer | None = None
 
 
-_MOTO_API: Final = "/moto-api/"
 _NOT_SERVED: Final = b"moto's own API is not served on the published endpoint"
 
 
 def _without_moto_api(app: WsgiApp, environ: Environ, start_response: StartResponse) -> Any:
     """The published listener serves the AWS APIs only: moto's own (`/moto-api/`: reset,
     state dumps, the dashboard) would let any client wipe or read every environment."""
-    if not str(environ.get("PATH_INFO", "")).startswith(_MOTO_API):
+    if not str(environ.get("PATH_INFO", "")).startswith(MOTO_API_PATH):
         return app(environ, start_response)
     start_response(
         "404 Not Found",
@@ -261,7 +260,7 @@ class EmulatorServer:
     def reset(self) -> None:
         """Forget every emulated resource (moto's reset); the configuration stays."""
         request = urllib.request.Request(
-            f"{self.internal_endpoint_url}/moto-api/reset", data=b"", method="POST"
+            f"{self.internal_endpoint_url}{MOTO_API_PATH}reset", data=b"", method="POST"
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             status = json.loads(response.read() or b"{}").get("status")
